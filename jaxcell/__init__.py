@@ -1,0 +1,28 @@
+"""jaxcell: differentiable paracrine signalling on voxel grids (lengths µm, times s)."""
+
+from jaxcell.binding import Response
+from jaxcell.cells import Cells, Receptors
+from jaxcell.grid import Grid
+from jaxcell.model import Model, State
+from jaxcell.simulate import Trajectory, budget, simulate
+from jaxcell.steady import steady_state
+from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cells",
+    "Dirichlet",
+    "Flux",
+    "Grid",
+    "Model",
+    "Periodic",
+    "Receptors",
+    "Response",
+    "State",
+    "Substrate",
+    "Trajectory",
+    "budget",
+    "simulate",
+    "steady_state",
+]

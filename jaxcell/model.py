@@ -1,0 +1,198 @@
+"""The model (grid, substrates, solver) and the simulation state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcell._node import as_float, check_finite, check_nonneg, float_dtype, is_concrete, node, static_field
+from jaxcell.binding import Response
+from jaxcell.cells import Cells
+from jaxcell.diffusion import Faces, Params
+from jaxcell.grid import Grid
+from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
+
+SOLVERS = ("implicit", "lod", "explicit", "spectral")
+BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised")
+
+
+@node
+class Model:
+    """Grid, substrates and how to step them.
+
+    Args:
+        grid: a :class:`Grid`.
+        substrates: one or more :class:`Substrate`.
+        solver: ``"implicit"`` (default, Douglas ADI), ``"lod"`` (BioFVM),
+            ``"explicit"`` (FTCS, sub-stepped) or ``"spectral"`` (exponential
+            integrator); see :mod:`jaxcell.diffusion`.
+        coupling: ``"nearest"`` (default, BioFVM) or ``"linear"`` cell-grid coupling.
+        dirichlet_mask: optional ``grid.shape`` bool array of interior voxels
+            held at fixed concentration (e.g. a blood vessel).
+        dirichlet_value: held concentration(s): scalar, ``(S,)`` or ``(S, *grid.shape)``.
+        responses: :class:`Response` rules applied every step.
+        theta: implicit weight of the ``implicit`` solver (0.5: second order in
+            time; 1: first order and monotone).
+        max_diffusion, max_decay: static upper bounds (µm²/s, 1/s) that fix the
+            ``explicit`` solver's sub-step count when D or k are traced (fits).
+    """
+
+    substrates: tuple
+    dirichlet_mask: jax.Array | None
+    dirichlet_value: jax.Array | None
+    responses: tuple
+    grid: Grid = static_field()
+    solver: str = static_field()
+    coupling: str = static_field()
+    theta: float = static_field()
+    max_diffusion: float | None = static_field()
+    max_decay: float | None = static_field()
+
+    def __init__(self, grid: Grid, substrates: Substrate | Sequence[Substrate], solver: str = "implicit",
+                 coupling: str = "nearest", dirichlet_mask: Any = None, dirichlet_value: Any = 0.0,
+                 responses: Sequence[Response] = (), theta: float = 0.5,
+                 max_diffusion: float | None = None, max_decay: float | None = None) -> None:
+        if not isinstance(grid, Grid):
+            raise ValueError(f"grid must be a jc.Grid, got {type(grid).__name__}")
+        subs = (substrates,) if isinstance(substrates, Substrate) else tuple(substrates)
+        if not subs or not all(isinstance(s, Substrate) for s in subs):
+            raise ValueError("substrates must be a non-empty list of jc.Substrate")
+        names = [s.name for s in subs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"substrate names must be unique, got {names}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if coupling not in ("nearest", "linear"):
+            raise ValueError(f"coupling must be 'nearest' or 'linear', got {coupling!r}")
+        if not 0.5 <= float(theta) <= 1.0:
+            raise ValueError(f"theta must lie in [0.5, 1] for unconditional stability, got {theta}")
+        for s in subs:
+            s.faces(grid.ndim)  # raises for faces the grid does not have
+        mask = value = None
+        if dirichlet_mask is not None:
+            mask = jnp.asarray(dirichlet_mask, bool)
+            if mask.shape != grid.shape:
+                raise ValueError(f"dirichlet_mask must have the grid shape {grid.shape}, got {mask.shape}")
+            v = as_float(dirichlet_value, "dirichlet_value")
+            check_nonneg(v, "dirichlet_value", "amount/µm^ndim")
+            if v.ndim == 1:
+                v = v.reshape((-1,) + (1,) * grid.ndim)
+            try:
+                value = jnp.broadcast_to(v, (len(subs),) + grid.shape)
+            except ValueError:
+                raise ValueError(f"dirichlet_value must be a scalar, (S,) or (S, *grid.shape) with "
+                                 f"S = {len(subs)}, got {v.shape}") from None
+        for r in responses:
+            if not isinstance(r, Response):
+                raise ValueError("responses must be jc.Response objects")
+            for nm in (r.target, r.signal):
+                if nm not in names:
+                    raise ValueError(f"Response names substrate {nm!r}, which the model lacks ({names})")
+        for name, bound in (("max_diffusion", max_diffusion), ("max_decay", max_decay)):
+            if bound is not None and not (np.isfinite(bound) and bound >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {bound!r}")
+        object.__setattr__(self, "substrates", subs)
+        object.__setattr__(self, "dirichlet_mask", mask)
+        object.__setattr__(self, "dirichlet_value", value)
+        object.__setattr__(self, "responses", tuple(responses))
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "solver", solver)
+        object.__setattr__(self, "coupling", coupling)
+        object.__setattr__(self, "theta", float(theta))
+        object.__setattr__(self, "max_diffusion", None if max_diffusion is None else float(max_diffusion))
+        object.__setattr__(self, "max_decay", None if max_decay is None else float(max_decay))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.substrates)
+
+    @property
+    def n_substrates(self) -> int:
+        return len(self.substrates)
+
+    def params(self, i: int, dtype: Any) -> Params:
+        """Traced parameters of substrate ``i`` cast to the field dtype."""
+        s = self.substrates[i]
+        faces = s.faces(self.grid.ndim)
+        kinds = tuple("periodic" if isinstance(f, Periodic) else
+                      "dirichlet" if isinstance(f, Dirichlet) else "flux" for f in faces)
+        values = jnp.stack([jnp.zeros((), dtype) if isinstance(f, Periodic) else jnp.asarray(f.value, dtype)
+                            for f in faces])
+        hold = None if self.dirichlet_value is None else self.dirichlet_value[i].astype(dtype)
+        return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), Faces(kinds, values),
+                      self.dirichlet_mask, hold)
+
+    def init(self, cells: Cells | None = None, fields: Any = None) -> State:
+        """Initial state at t = 0.
+
+        Args:
+            cells: :class:`Cells` or None.
+            fields: ``(S, *grid.shape)`` initial concentrations (default 0);
+                held voxels start at their held value.
+        """
+        dtype = float_dtype()
+        shape = (self.n_substrates,) + self.grid.shape
+        if fields is None:
+            f = jnp.zeros(shape, dtype)
+        else:
+            f = as_float(fields, "fields")
+            if f.shape != shape:
+                if self.n_substrates == 1 and f.shape == self.grid.shape:
+                    f = f[None]
+                else:
+                    raise ValueError(f"fields must have shape (S, *grid.shape) = {shape}, got {f.shape}")
+            check_nonneg(f, "fields", "amount/µm^ndim")
+        if self.dirichlet_mask is not None:
+            f = jnp.where(self.dirichlet_mask, self.dirichlet_value.astype(dtype), f)
+        if cells is not None:
+            if not isinstance(cells, Cells):
+                raise ValueError(f"cells must be jc.Cells or None, got {type(cells).__name__}")
+            cells = cells.conform(self.grid, self.n_substrates)
+        zero = jnp.zeros((self.n_substrates,), dtype)
+        initial = jnp.sum(f.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
+        if cells is not None and cells.receptors is not None:
+            initial = initial + jnp.sum(jnp.where(cells.alive[:, None], cells.receptors.bound, 0), axis=0)
+        totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS}}
+        return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, t_static=0.0,
+                     voxel_volume=self.grid.voxel_volume)
+
+
+@node
+class State:
+    """Simulation state (pytree).
+
+    fields: ``(S, *grid.shape)`` amount/µm^ndim; t: time in s; cells: :class:`Cells`
+    or None; totals: accumulated budget amounts, each ``(S,)``. ``t_static`` is
+    the host-side copy of ``t`` that lets :func:`simulate` plan its steps under jit;
+    ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`.
+    """
+
+    fields: jax.Array
+    t: jax.Array
+    cells: Cells | None
+    totals: dict
+    t_static: float | None = static_field(default=None)
+    voxel_volume: float = static_field(default=1.0)
+
+
+def state_time(state: State) -> float:
+    """Concrete start time of ``state`` (s)."""
+    if state.t_static is not None:
+        return float(state.t_static)
+    if is_concrete(state.t):
+        return float(np.asarray(state.t))
+    raise ValueError("the state's time is traced; build it with model.init() or pass a concrete state")
+
+
+def check_model_values(model: Model) -> None:
+    """Validate concrete parameter values (NaN, negative)."""
+    for s in model.substrates:
+        check_nonneg(s.diffusion, f"Substrate {s.name!r} diffusion", "µm²/s")
+        check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
+        for face, cond in s.boundary.items():
+            if isinstance(cond, Flux):
+                check_finite(cond.value, f"Substrate {s.name!r} boundary {face!r} flux")

@@ -1,0 +1,300 @@
+"""Time stepping: one ``lax.scan`` over steps, with saving and checkpointing as arguments."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcell._node import concrete_float, node, replace
+from jaxcell.binding import binding_step
+from jaxcell.cells import Cells, coupling_weights, deposit, gather
+from jaxcell.diffusion import (Exchange, douglas_setup, douglas_step, ftcs_step, lod_setup, lod_step,
+                               spectral_step, substeps, _split)
+from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
+
+CHECKPOINTS = (None, "step", "sqrt")
+
+
+@node
+class Trajectory:
+    """Saved frames: ``times`` (T,) s, ``fields`` (T, S, *grid.shape), ``cells`` (per-frame
+    :class:`Cells` with a leading T axis, or None unless ``save_cells=True``)."""
+
+    times: jax.Array
+    fields: jax.Array
+    cells: Cells | None
+
+
+class _Group(NamedTuple):
+    frames: int  # frames saved in this group (0: an unsaved tail)
+    steps: int  # full steps of dt per frame
+    rest: float  # length of one final short step per frame (0: none)
+
+
+def _schedule(t0: float, t_end: float, dt: float, save: Sequence[float]) -> tuple[_Group, ...]:
+    """Split [t0, t_end] into full steps of dt, shortening the step before each save time."""
+    groups: list[_Group] = []
+    prev = t0
+    targets = [(t, True) for t in save]
+    if not save or save[-1] < t_end:
+        targets.append((t_end, False))
+    for t, saved in targets:
+        span = t - prev
+        n = int(np.floor(span / dt * (1 + 1e-12)))
+        rest = span - n * dt
+        if rest <= 1e-9 * dt:
+            rest = 0.0
+        g = _Group(1 if saved else 0, n, rest)
+        if groups and saved and groups[-1].frames and groups[-1][1:] == g[1:]:
+            groups[-1] = groups[-1]._replace(frames=groups[-1].frames + 1)
+        elif g.frames or n or rest:
+            groups.append(g)
+        prev = t
+    return tuple(groups)
+
+
+def _save_times(t0: float, t_end: float, save_every: Any, save_at: Any) -> list[float]:
+    if save_every is not None and save_at is not None:
+        raise ValueError("give save_every= or save_at=, not both")
+    if save_every is not None:
+        every = concrete_float(save_every)
+        if every is None or not np.isfinite(every) or every <= 0:
+            raise ValueError(f"save_every must be a concrete number > 0 (s), got {save_every!r}")
+        n = int(np.floor((t_end - t0) / every * (1 + 1e-12)))
+        times = [t0 + i * every for i in range(n + 1)]
+        if t_end - times[-1] > 1e-9 * every:
+            times.append(t_end)
+        return times
+    if save_at is not None:
+        try:
+            times = np.asarray(save_at, dtype=np.float64).reshape(-1)
+        except (TypeError, jax.errors.TracerArrayConversionError):
+            raise ValueError("save_at must be concrete numbers (a list or NumPy array of times in s), "
+                             "not traced values") from None
+        if not np.all(np.isfinite(times)):
+            raise ValueError("save_at holds NaN or infinite times")
+        if np.any(np.diff(times) < 0):
+            raise ValueError("save_at must be sorted in increasing order")
+        if times.size and (times[0] < t0 - 1e-9 * max(1.0, abs(t0)) or times[-1] > t_end * (1 + 1e-12) + 1e-12):
+            raise ValueError(f"save_at times must lie in [t0, t_end] = [{t0}, {t_end}] s, got "
+                             f"[{times[0]}, {times[-1]}]")
+        return [float(max(t, t0)) for t in times]
+    return []
+
+
+def _explicit_substeps(model: Model, dt: float) -> tuple[int, ...]:
+    out = []
+    for s in model.substrates:
+        d = concrete_float(s.diffusion)
+        k = concrete_float(s.decay)
+        if d is None:
+            if model.max_diffusion is None:
+                raise ValueError("solver='explicit' with a traced diffusion coefficient needs a static bound: "
+                                 "Model(..., max_diffusion=<largest D in µm²/s>), or use solver='implicit'")
+            d = model.max_diffusion
+        if k is None:
+            if model.max_decay is None and model.max_diffusion is None:
+                raise ValueError("solver='explicit' with a traced decay rate needs max_decay= (1/s)")
+            k = model.max_decay or 0.0
+        out.append(substeps(model.grid, d, k, dt))
+    return tuple(out)
+
+
+def _exchange(model: Model, cells: Cells, idx: jax.Array, w: jax.Array) -> list[Exchange]:
+    vol = model.grid.voxel_volume
+    clear = deposit(model.grid, idx, w, cells.uptake + cells.saturation_rate) / vol
+    sat = deposit(model.grid, idx, w, cells.saturation_rate * cells.saturation) / vol
+    export = deposit(model.grid, idx, w, cells.secretion) / vol
+    return [Exchange(clear[i], sat[i], export[i]) for i in range(model.n_substrates)]
+
+
+def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w: Any,
+               fixed_exchange: list[Exchange] | None) -> Callable[[Any], Any]:
+    """A pure step (fields, cells, totals) -> same, for a step of length dt."""
+    grid, dtype = model.grid, dt.dtype
+    params = [model.params(i, dtype) for i in range(model.n_substrates)]
+    if model.solver == "implicit":
+        setups = [douglas_setup(grid, p, dt, model.theta) for p in params]
+    elif model.solver == "lod":
+        setups = [lod_setup(grid, p, dt) for p in params]
+    else:
+        setups = [None] * len(params)
+
+    def step(carry: tuple[jax.Array, Cells | None, dict]) -> tuple[jax.Array, Cells | None, dict]:
+        fields, cells, totals = carry
+        ex: list[Any] = [None] * model.n_substrates
+        if cells is not None:
+            if model.responses:
+                local = gather(grid, idx, w, fields)
+                for r in model.responses:
+                    cells = r.apply(cells, model.names, local)
+                ex = _exchange(model, cells, idx, w)
+            else:
+                ex = fixed_exchange
+        new, amounts = [], []
+        for i, p in enumerate(params):
+            c = fields[i]
+            if model.solver == "implicit":
+                c, a = douglas_step(grid, p, setups[i], c, ex[i], dt, model.theta)
+            elif model.solver == "lod":
+                c, a = lod_step(grid, p, setups[i], c, ex[i], dt)
+            elif model.solver == "explicit":
+                c, a = ftcs_step(grid, p, c, ex[i], dt, n_sub[i])
+            else:
+                c, a = spectral_step(grid, p, c, ex[i], dt)
+            new.append(c)
+            amounts.append(a)
+        fields = jnp.stack(new)
+        flows = {k: jnp.stack([getattr(a, k) for a in amounts]) for k in amounts[0]._fields}
+        flows["internalised"] = jnp.zeros_like(flows["decayed"])
+        if cells is not None and cells.receptors is not None:
+            fields, cells, flows["internalised"] = binding_step(grid, fields, cells, idx, w, dt)
+            if model.dirichlet_mask is not None:
+                hold = model.dirichlet_value.astype(dtype)
+                diff = jnp.where(model.dirichlet_mask, hold - fields, 0) * grid.voxel_volume
+                inflow, outflow = jax.vmap(_split)(diff.reshape(diff.shape[0], -1))
+                flows["inflow"] = flows["inflow"] + inflow
+                flows["outflow"] = flows["outflow"] + outflow
+                fields = jnp.where(model.dirichlet_mask, hold, fields)
+        totals = {**totals, **{k: totals[k] + flows[k] for k in BUDGET_FLOWS}}
+        return fields, cells, totals
+
+    return step
+
+
+def _repeat(step: Callable[[Any], Any], carry: Any, n: int, checkpoint: str | None) -> Any:
+    """Apply ``step`` n times with a scan; checkpointing trades recompute for memory."""
+    if n == 0:
+        return carry
+
+    def body(c: Any, _: None) -> tuple[Any, None]:
+        return step(c), None
+
+    if checkpoint == "step":
+        body = jax.checkpoint(body)
+    if checkpoint == "sqrt" and n > 3:
+        inner = max(1, int(np.sqrt(n)))
+        outer, tail = divmod(n, inner)
+
+        @jax.checkpoint
+        def chunk(c: Any, _: None) -> tuple[Any, None]:
+            return lax.scan(body, c, None, length=inner)[0], None
+
+        carry = lax.scan(chunk, carry, None, length=outer)[0]
+        return lax.scan(body, carry, None, length=tail)[0] if tail else carry
+    return lax.scan(body, carry, None, length=n)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("dt", "groups", "n_sub", "checkpoint", "save_cells"))
+def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, dt: float,
+         groups: tuple[_Group, ...], n_sub: tuple[int, ...], checkpoint: str | None,
+         save_cells: bool) -> tuple[Any, jax.Array, Any]:
+    dtype = fields.dtype
+    idx = w = fixed = None
+    if cells is not None:
+        idx, w = coupling_weights(model.grid, cells.position, cells.alive, model.coupling)
+        if not model.responses:
+            fixed = _exchange(model, cells, idx, w)
+    full = _make_step(model, jnp.asarray(dt, dtype), n_sub, idx, w, fixed)
+    carry = (fields, cells, totals)
+    frames, frame_cells = [], []
+    for g in groups:
+        rest = _make_step(model, jnp.asarray(g.rest, dtype), n_sub, idx, w, fixed) if g.rest else None
+
+        def interval(c: Any, g: _Group = g, rest: Any = rest) -> Any:
+            c = _repeat(full, c, g.steps, checkpoint)
+            return rest(c) if rest is not None else c
+
+        if g.frames:
+            def frame(c: Any, _: None, interval: Any = interval) -> tuple[Any, Any]:
+                c = interval(c)
+                return c, (c[0], c[1] if save_cells else None)
+
+            carry, (f, cl) = lax.scan(frame, carry, None, length=g.frames)
+            frames.append(f)
+            frame_cells.append(cl)
+        else:
+            carry = interval(carry)
+    shape = (0,) + fields.shape
+    saved = jnp.concatenate(frames) if frames else jnp.zeros(shape, dtype)
+    saved_cells = None
+    if save_cells and frame_cells and cells is not None:
+        saved_cells = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *frame_cells)
+    return carry, saved, saved_cells
+
+
+def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every: float | None = None,
+             save_at: Sequence[float] | np.ndarray | None = None, checkpoint: str | None = None,
+             save_cells: bool = False) -> tuple[State, Trajectory]:
+    """Advance ``state`` to the absolute time ``t_end`` (s) in steps of ``dt`` (s).
+
+    The last step before each save time and before ``t_end`` is shortened to land
+    on it exactly. ``save_every`` saves the start and every multiple after it (and
+    ``t_end``); ``save_at`` saves at the given concrete times. ``t_end``, ``dt`` and
+    save times must be concrete numbers; model parameters may be traced (jit,
+    grad, vmap reach them and changing them does not recompile).
+
+    Args:
+        checkpoint: None (store every step for reverse mode), ``"step"``
+            (recompute inside each step) or ``"sqrt"`` (√n recursive chunks) —
+            memory for reverse-mode gradients through long runs.
+        save_cells: also save cell states per frame (``traj.cells``).
+
+    Returns:
+        ``(state, trajectory)``.
+    """
+    if not isinstance(model, Model) or not isinstance(state, State):
+        raise ValueError("simulate(model, state, ...) needs a jc.Model and the jc.State from model.init()")
+    t0 = state_time(state)
+    dt_f, t_end_f = concrete_float(dt), concrete_float(t_end)
+    if dt_f is None or t_end_f is None:
+        raise ValueError("t_end and dt must be concrete numbers (they fix the number of steps)")
+    if not np.isfinite(dt_f) or dt_f <= 0:
+        raise ValueError(f"dt must be a finite number > 0 (s), got {dt!r}")
+    if not np.isfinite(t_end_f) or t_end_f < t0:
+        raise ValueError(f"t_end must be a finite time >= the state's time {t0} s, got {t_end!r}")
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    expected = (model.n_substrates,) + model.grid.shape
+    if tuple(state.fields.shape) != expected:
+        raise ValueError(f"state.fields has shape {tuple(state.fields.shape)} but the model expects {expected}")
+    check_model_values(model)
+    save = _save_times(t0, t_end_f, save_every, save_at)
+    groups = _schedule(t0, t_end_f, dt_f, save)
+    n_sub = _explicit_substeps(model, dt_f) if model.solver == "explicit" else ()
+    (fields, cells, totals), saved, saved_cells = _run(
+        model, state.fields, state.cells, state.totals, dt=dt_f, groups=groups, n_sub=n_sub,
+        checkpoint=checkpoint, save_cells=save_cells)
+    new = replace(state, fields=fields, cells=cells, totals=totals,
+                  t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
+    times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
+    return new, Trajectory(times, saved, saved_cells)
+
+
+def budget(state: State) -> dict[str, jax.Array]:
+    """Where every molecule went, per substrate: a dict of ``(S,)`` amounts.
+
+    Keys: initial, secreted, inflow, outflow, fields, bound, internalised, uptake,
+    decayed and residual = initial + secreted + inflow − outflow − fields − bound
+    − internalised − uptake − decayed (round-off when the books close). The flows
+    are accumulated step by step from the rates the scheme used.
+    """
+    tot = state.totals
+    s = state.fields.shape[0]
+    vol = state.voxel_volume
+    fields = jnp.sum(state.fields.reshape(s, -1), axis=1) * vol
+    bound = jnp.zeros((s,), state.fields.dtype)
+    if state.cells is not None and state.cells.receptors is not None:
+        bound = jnp.sum(jnp.where(state.cells.alive[:, None], state.cells.receptors.bound, 0), axis=0)
+    out = {"initial": tot["initial"], "secreted": tot["secreted"], "inflow": tot["inflow"],
+           "outflow": tot["outflow"], "fields": fields, "bound": bound, "internalised": tot["internalised"],
+           "uptake": tot["uptake"], "decayed": tot["decayed"]}
+    out["residual"] = (out["initial"] + out["secreted"] + out["inflow"] - out["outflow"] - out["fields"]
+                       - out["bound"] - out["internalised"] - out["uptake"] - out["decayed"])
+    return out

@@ -1,0 +1,9 @@
+"""Test configuration: float64 for accuracy oracles (see ../shared/VERIFICATION.md), 4 CPU devices."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
