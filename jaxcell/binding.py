@@ -1,8 +1,9 @@
 """Ligand-receptor binding as an exact local step, and responses of cells to it.
 
 Over a step of length dt the ligand concentration seen by a cell is frozen at
-``L* = L / (1 + dt·Σ kon·R / V)`` (the voxel value damped by the receptors
-that share it, so fast binding cannot overdraw a voxel), and the linear
+the backward-Euler estimate ``L* = (L + dt·Σ koff·C/V) / (1 + dt·Σ kon·R/V)``
+(exact at binding equilibrium, damped where receptors would deplete the voxel
+within the step), and the linear
 receptor system
 
     d/dt [R, C] = A [R, C] + [synthesis, 0],
@@ -78,18 +79,34 @@ def receptor_step(rec: Receptors, ligand: jax.Array, dt: jax.Array) -> tuple[Rec
 
 def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w: jax.Array,
                  dt: jax.Array) -> tuple[jax.Array, Cells, jax.Array]:
-    """One binding step for all cells; returns (fields, cells, ligand internalised (S,))."""
+    """One binding step for all cells; returns (fields, cells, ligand internalised (S,)).
+
+    The frozen ligand is the backward-Euler estimate ``L* = (L + dt·Σkoff·C/V) /
+    (1 + dt·Σkon·R/V)``: equal to L at binding equilibrium, damped where receptors
+    would deplete the voxel within the step. Should the exact receptor update
+    still ask a voxel for more ligand than it holds, the binding of its cells is
+    scaled down so that no concentration turns negative (molecules still balance).
+    """
     rec = cells.receptors
     vol = grid.voxel_volume
+    alive = cells.alive[:, None]
     aw = w * cells.alive[:, None].astype(w.dtype)
     load = deposit(grid, idx, aw, rec.kon * rec.free) / vol  # 1/s per voxel
-    damped = fields / (1 + dt * load)
-    lig = gather(grid, idx, aw, damped)
+    release = deposit(grid, idx, aw, rec.koff * rec.bound) / vol  # amount/(µm^ndim s)
+    lig = gather(grid, idx, aw, (fields + dt * release) / (1 + dt * load))
     new, taken = receptor_step(rec, lig, dt)
-    alive = cells.alive[:, None]
-    new = jax.tree_util.tree_map(lambda n, o: jnp.where(alive, n, o), new, rec)
     taken = jnp.where(alive, taken, 0.0)
-    fields = fields - deposit(grid, idx, aw, taken) / vol
+    # cap the net demand on each voxel at what it holds
+    demand = deposit(grid, idx, aw, jnp.maximum(taken, 0.0))
+    supply = fields * vol + deposit(grid, idx, aw, jnp.maximum(-taken, 0.0))
+    ratio = jnp.where(demand > supply, supply / jnp.where(demand > 0, demand, 1.0), 1.0)
+    flat = ratio.reshape(ratio.shape[0], -1)
+    g = jnp.min(jnp.where(aw[None] > 0, flat[:, idx], 1.0), axis=-1).T  # (N, S)
+    cut = jnp.where(taken > 0, (1 - g) * taken, 0.0)
+    taken = taken - cut
+    new = replace(new, free=new.free + cut, bound=jnp.maximum(new.bound - cut, 0.0))
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(alive, n, o), new, rec)
+    fields = jnp.maximum(fields - deposit(grid, idx, aw, taken) / vol, 0.0)
     internal = jnp.sum(new.internalised - rec.internalised, axis=0)
     return fields, replace(cells, receptors=new), internal
 

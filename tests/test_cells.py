@@ -1,0 +1,323 @@
+"""Cells and paracrine exchange: binding closed forms, BioFVM formula, budgets, relays, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcell as jc
+
+
+def _one_voxel(spacing: float = 1000.0) -> jc.Grid:
+    return jc.Grid((1, 1, 1), spacing)
+
+
+# ----------------------------------------------------------------------------- V9 binding closed forms
+
+
+def test_v9a_binding_ligand_in_excess():
+    """O9(a): C(t) = R_T L0/(K_D + L0)(1 − exp(−(kon L0 + koff)t)) in a well-mixed voxel."""
+    grid = _one_voxel(1000.0)  # 1e9 µm³: 1e4 receptors deplete 1e-6 of the ligand
+    L0, RT, kon, koff = 0.01, 1e4, 0.0515, 2.3e-4
+    model = jc.Model(grid, [jc.Substrate("IL-2", 10.0)])
+    cells = jc.Cells([[500.0, 500.0, 500.0]], receptors=jc.Receptors(total=RT, kon=kon, koff=koff))
+    state = model.init(cells, fields=jnp.full((1, 1, 1, 1), L0))
+    times = np.array([300.0, 1000.0, 3000.0, 10000.0])
+    state, traj = jc.simulate(model, state, t_end=10000.0, dt=10.0, save_at=times, save_cells=True)
+    kd = koff / kon
+    exact = RT * L0 / (kd + L0) * (1 - np.exp(-(kon * L0 + koff) * times))
+    got = np.asarray(traj.cells.receptors.bound[:, 0, 0])
+    np.testing.assert_allclose(got, exact, rtol=1e-3)
+    rec = state.cells.receptors
+    total = rec.free + rec.bound + rec.internalised + rec.turned_over - rec.synthesised
+    np.testing.assert_allclose(np.asarray(total), RT, rtol=1e-13)
+
+
+def test_v9c_steady_receptors_with_trafficking():
+    """O9(c): R_ss and C_ss with internalisation, turnover and synthesis at constant L (held voxel)."""
+    grid = _one_voxel(1000.0)
+    L, kon, koff, ke, kt, vs = 0.02, 0.0515, 2.3e-4, 1.1e-3, 4e-4, 2.0
+    model = jc.Model(grid, [jc.Substrate("IL-2", 10.0)], dirichlet_mask=np.ones((1, 1, 1), bool),
+                     dirichlet_value=L)
+    rec = jc.Receptors(total=100.0, kon=kon, koff=koff, kint=ke, synthesis=vs, turnover=kt)
+    state = model.init(jc.Cells([[500.0, 500.0, 500.0]], receptors=rec))
+    state, _ = jc.simulate(model, state, t_end=4e4, dt=20.0)
+    r_ss = vs * (koff + ke) / (kt * (koff + ke) + kon * L * ke)
+    c_ss = kon * L * r_ss / (koff + ke)
+    got = state.cells.receptors
+    np.testing.assert_allclose(float(got.free[0, 0]), r_ss, rtol=1e-3)
+    np.testing.assert_allclose(float(got.bound[0, 0]), c_ss, rtol=1e-3)
+    total = got.free + got.bound + got.internalised + got.turned_over - got.synthesised
+    # conserved to round-off of the largest book entry (the cumulative synthesis)
+    assert abs(float(total[0, 0]) - 100.0) <= 1e-13 * float(100.0 + got.synthesised[0, 0])
+    b = jc.budget(state)
+    scale = float(b["inflow"][0] + b["initial"][0])
+    assert abs(float(b["residual"][0])) <= 1e-11 * scale
+
+
+def test_binding_stiff_step_stays_positive_and_conserves():
+    """kon·R·dt/V >> 1: the exchange step must neither overdraw the voxel nor lose molecules."""
+    grid = jc.Grid((4, 4, 4), 5.0)
+    model = jc.Model(grid, [jc.Substrate("L", 1.0, 1e-3)])
+    pos = np.array([[2.5, 2.5, 2.5], [3.0, 3.0, 3.0], [12.0, 12.0, 12.0]])
+    rec = jc.Receptors(total=1e6, kon=10.0, koff=1e-3, kint=1e-2)
+    state = model.init(jc.Cells(pos, secretion=[[5.0], [0.0], [0.0]], receptors=rec),
+                       fields=jnp.full((1, 4, 4, 4), 1.0))
+    state, traj = jc.simulate(model, state, t_end=500.0, dt=50.0, save_every=50.0)
+    assert float(traj.fields.min()) >= 0.0
+    assert float(state.cells.receptors.free.min()) >= 0.0
+    b = jc.budget(state)
+    scale = float(b["initial"][0] + b["secreted"][0])
+    assert abs(float(b["residual"][0])) <= 1e-12 * scale
+
+
+# ----------------------------------------------------------------------------- V14 BioFVM
+
+
+def _biofvm_thomas(rho, axis, a, b_end, b_mid):
+    """BioFVM's constant-coefficient Thomas sweep (no-flux), in plain numpy."""
+    x = np.moveaxis(rho, axis, 0).copy()
+    n = x.shape[0]
+    diag = np.full(n, b_mid)
+    diag[0] = diag[-1] = b_end
+    cp = np.zeros(n)
+    denom = np.zeros(n)
+    denom[0] = diag[0]
+    cp[0] = -a / denom[0]
+    x[0] = x[0] / denom[0]
+    for i in range(1, n):
+        denom[i] = diag[i] + a * cp[i - 1]
+        cp[i] = -a / denom[i]
+        x[i] = (x[i] + a * x[i - 1]) / denom[i]
+    for i in range(n - 2, -1, -1):
+        x[i] = x[i] - cp[i] * x[i + 1]
+    return np.moveaxis(x, 0, axis)
+
+
+def test_v14_biofvm_lod_equals_numpy_reference():
+    """The lod solver is BioFVM's scheme: LOD sweeps with k/3 each, then per-voxel secretion/uptake."""
+    rng = np.random.default_rng(1)
+    shape, h, D, k, dt = (6, 5, 4), 20.0, 1e3, 0.1, 0.6
+    grid = jc.Grid(shape, h)
+    n = 12
+    pos = rng.uniform(0, 1, (n, 3)) * np.array(shape) * h
+    vcell = 2494.0
+    S, U, rho_star, E = rng.uniform(0, 1, n), rng.uniform(0, 0.5, n), rng.uniform(0, 2, n), rng.uniform(0, 3, n)
+    # one cell per voxel so BioFVM's sequential per-cell update equals the summed form
+    idx = np.floor(pos / h).astype(int)
+    _, first = np.unique(np.ravel_multi_index(idx.T, shape), return_index=True)
+    pos, S, U, rho_star, E = pos[first], S[first], U[first], rho_star[first], E[first]
+    cells = jc.Cells(pos, secretion=E, uptake=U * vcell, saturation=rho_star, saturation_rate=S * vcell)
+    model = jc.Model(grid, [jc.Substrate("s", D, k)], solver="lod")
+    rho0 = rng.uniform(0, 1, shape)
+    state = model.init(cells, fields=rho0[None])
+    state, traj = jc.simulate(model, state, t_end=3 * dt, dt=dt, save_every=dt)
+
+    rho = rho0.copy()
+    vvox = h**3
+    alpha = dt * vcell / vvox
+    vox = [tuple(i) for i in np.floor(pos / h).astype(int)]
+    for _ in range(3):
+        a = dt * D / h**2
+        for axis in range(3):
+            rho = _biofvm_thomas(rho, axis, a, 1 + dt * k / 3 + a, 1 + dt * k / 3 + 2 * a)
+        for i, v in enumerate(vox):
+            rho[v] = (rho[v] + alpha * S[i] * rho_star[i]) / (1 + alpha * (S[i] + U[i]))
+            rho[v] += E[i] * dt / vvox
+    np.testing.assert_allclose(np.asarray(state.fields[0]), rho, rtol=1e-13, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- point source, tissue
+
+
+def test_o6_secreting_cell_matches_screened_point_source():
+    """O6 steady state from one secreting cell, mirror images for the no-flux box."""
+    D, k, q, h, n = 10.0, 0.01, 100.0, 2.5, 40
+    lam = np.sqrt(D / k)
+    grid = jc.Grid((n, n, n), h)
+    src = np.array([[50.0 + h / 2, 50.0 + h / 2, 50.0 + h / 2]])
+    model = jc.Model(grid, [jc.Substrate("s", D, k)])
+    c = np.asarray(jc.steady_state(model, jc.Cells(src, secretion=q))[0])
+    x0 = (src[0] - 0.0)
+    L = n * h
+    X = np.stack(grid.mesh(), -1)
+    exact = np.zeros(grid.shape)
+    # mirror images 2aL ± x0 per axis make the no-flux box exact
+    per_axis = [[2 * a * L + sgn * x for a in range(-2, 3) for sgn in (1, -1)] for x in x0]
+    for ix in per_axis[0]:
+        for iy in per_axis[1]:
+            for iz in per_axis[2]:
+                r = np.linalg.norm(X - np.array([ix, iy, iz]), axis=-1)
+                exact += q * np.exp(-r / lam) / (4 * np.pi * D * np.maximum(r, 1e-300))
+    r0 = np.linalg.norm(X - x0, axis=-1)
+    for rmin, tol in ((4 * h, 0.03), (8 * h, 0.01)):
+        sel = r0 >= rmin
+        err = np.max(np.abs(c[sel] - exact[sel]) / exact[sel])
+        assert err <= tol, (rmin, err)
+
+
+def test_uptaking_tissue_sets_decay_length():
+    """Cells of density n with clearance u: steady profile decays with λ = √(D/(n·u))."""
+    D, u, h, n_vox = 1.0, 0.02, 0.5, 50
+    grid = jc.Grid((n_vox,), h)
+    per_voxel = 1
+    density = per_voxel / h  # cells per µm (1D)
+    lam = np.sqrt(D / (density * u))
+    L = n_vox * h
+    pos = grid.centers(0)[:, None]
+    j = 2.0
+    model = jc.Model(grid, [jc.Substrate("s", D, 0.0, boundary={"x-": jc.Flux(j)})])
+    cells = jc.Cells(pos, uptake=np.full(n_vox, u))
+    c = np.asarray(jc.steady_state(model, cells)[0])
+    x = grid.centers(0)
+    exact = j * lam / D * np.cosh((L - x) / lam) / np.sinh(L / lam)
+    assert np.max(np.abs(c - exact) / exact) <= 0.5 * (h / lam) ** 2 + 1e-3
+    # the implicit solver reaches the same steady state (dt-independent fixed point)
+    state, _ = jc.simulate(model, model.init(cells), t_end=4000.0, dt=20.0)
+    np.testing.assert_allclose(np.asarray(state.fields[0]), c, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- budget
+
+
+@pytest.mark.parametrize("solver", ["implicit", "lod", "explicit", "spectral"])
+def test_budget_closes_with_everything(solver):
+    """Secretion, uptake, saturation, binding, decay, flux and Dirichlet faces, held voxels."""
+    rng = np.random.default_rng(3)
+    grid = jc.Grid((10, 8, 6), 4.0)
+    boundary = {"x-": jc.Flux(0.3), "y": jc.Periodic()}
+    mask = None
+    if solver in ("implicit", "lod", "explicit"):
+        boundary["x+"] = jc.Dirichlet(0.5)
+    if solver != "spectral":
+        mask = np.zeros(grid.shape, bool)
+        mask[5, 2:4, 3] = True
+    if solver == "lod" or solver == "implicit":
+        boundary.pop("y")
+    subs = [jc.Substrate("A", 3.0, 1e-3, boundary=boundary), jc.Substrate("B", 1.0, 2e-3)]
+    n = 30
+    pos = rng.uniform(0, 1, (n, 3)) * np.array(grid.extent)
+    rec = jc.Receptors(total=rng.uniform(10, 100, (n, 2)), kon=0.05, koff=1e-2, kint=3e-3,
+                       synthesis=0.1, turnover=1e-3)
+    cells = jc.Cells(pos, secretion=rng.uniform(0, 2, (n, 2)), uptake=rng.uniform(0, 5, (n, 2)),
+                     saturation=0.3, saturation_rate=rng.uniform(0, 3, (n, 2)), receptors=rec)
+    model = jc.Model(grid, subs, solver=solver, dirichlet_mask=mask,
+                     dirichlet_value=[0.2, 0.0] if mask is not None else 0.0)
+    state = model.init(cells, fields=rng.uniform(0, 1, (2,) + grid.shape))
+    state, _ = jc.simulate(model, state, t_end=600.0, dt=3.0)
+    b = jc.budget(state)
+    assert set(b) == {"initial", "secreted", "inflow", "outflow", "fields", "bound", "internalised",
+                      "uptake", "decayed", "residual"}
+    scale = np.asarray(b["initial"] + b["secreted"] + b["inflow"])
+    for key in ("secreted", "uptake", "decayed", "internalised", "bound"):
+        assert np.all(np.asarray(b[key]) > 0), key
+    np.testing.assert_array_less(np.abs(np.asarray(b["residual"])), 1e-12 * scale)
+
+
+# ----------------------------------------------------------------------------- relay
+
+
+def test_relay_responders_switch_on_within_expected_distance():
+    """Producers of A at x = 0; responders secrete B when bound A receptors pass K."""
+    D, k, j, h, n = 1.0, 1e-3, 0.5, 1.0, 150
+    lam = np.sqrt(D / k)
+    grid = jc.Grid((n,), h)
+    x = grid.centers(0)
+    # few receptors: the bound pool (≤ n·R_T) stays small beside the field's j/k molecules
+    RT, kon, koff, K = 0.02, 0.05, 0.05, 0.01
+    rec = jc.Receptors(total=np.tile([[RT, 0.0]], (n, 1)), kon=np.tile([[kon, 0.0]], (n, 1)),
+                       koff=koff)
+    cells = jc.Cells(x[:, None], receptors=rec)
+    relay = jc.Response(target="B", signal="A", max=1.0, K=K, n=8.0)
+    subs = [jc.Substrate("A", D, k, boundary={"x-": jc.Flux(j)}), jc.Substrate("B", D, 1e-2)]
+    model = jc.Model(grid, subs, responses=[relay])
+    state, _ = jc.simulate(model, model.init(cells), t_end=2e4, dt=20.0)
+    on = np.asarray(state.cells.secretion[:, 1]) > 0.5
+    # kint = 0: at equilibrium binding removes no ligand, so A follows O2 and C = R_T L/(K_D + L)
+    L_star = (koff / kon) * K / (RT - K)
+    c_exact = j * lam / D * np.cosh((n * h - x) / lam) / np.sinh(n * h / lam)
+    x_star = x[np.argmin(np.abs(c_exact - L_star))]
+    assert on[x < x_star - 2 * h].all() and not on[x > x_star + 2 * h].any()
+    assert on.any() and not on.all()
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def test_gradient_through_secretion_and_binding_matches_finite_differences():
+    grid = jc.Grid((12, 10), 3.0)
+    pos = np.array([[7.0, 8.0], [20.0, 15.0], [30.0, 25.0]])
+    probe = np.array([[18.0, 14.0], [25.0, 20.0]])
+
+    def loss(p):
+        rec = jc.Receptors(total=50.0, kon=p["kon"], koff=1e-2, kint=2e-3)
+        cells = jc.Cells(pos, secretion=jnp.stack([p["q"], 0.0, 0.0]), uptake=0.5, receptors=rec)
+        model = jc.Model(grid, [jc.Substrate("s", 2.0, 1e-3)], coupling="linear")
+        state, traj = jc.simulate(model, model.init(cells), t_end=60.0, dt=2.0, save_at=[30.0, 60.0])
+        return jnp.sum(grid.sample(traj.fields[:, 0], probe) ** 2) + jnp.sum(state.cells.receptors.bound)
+
+    p0 = {"q": jnp.asarray(3.0), "kon": jnp.asarray(0.02)}
+    g = jax.grad(loss)(p0)
+    for name in p0:
+        eps = 1e-5 * float(p0[name])
+        up = loss({**p0, name: p0[name] + eps})
+        dn = loss({**p0, name: p0[name] - eps})
+        fd = (up - dn) / (2 * eps)
+        np.testing.assert_allclose(float(g[name]), float(fd), rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- coupling and bad input
+
+
+def test_linear_coupling_conserves_and_nearest_is_one_voxel():
+    grid = jc.Grid((5, 5), 2.0)
+    cells = jc.Cells([[3.3, 4.1]], secretion=1.0)
+    for coupling in ("nearest", "linear"):
+        model = jc.Model(grid, [jc.Substrate("s", 0.0)], coupling=coupling, solver="explicit")
+        state, _ = jc.simulate(model, model.init(cells), t_end=1.0, dt=1.0)
+        f = np.asarray(state.fields[0])
+        assert f.sum() * grid.voxel_volume == pytest.approx(1.0, rel=1e-12)
+        assert (f > 0).sum() == (1 if coupling == "nearest" else 4)
+    # multilinear weights reproduce the position: centroid of the deposit is the cell
+    xs, ys = grid.mesh()
+    assert (f * xs).sum() / f.sum() == pytest.approx(3.3)
+    assert (f * ys).sum() / f.sum() == pytest.approx(4.1)
+
+
+def test_dead_cells_exchange_nothing():
+    grid = jc.Grid((4, 4), 2.0)
+    cells = jc.Cells([[1.0, 1.0], [5.0, 5.0]], secretion=1.0, alive=[True, False])
+    model = jc.Model(grid, [jc.Substrate("s", 0.5)])
+    state, _ = jc.simulate(model, model.init(cells), t_end=2.0, dt=1.0)
+    assert float(jc.budget(state)["secreted"][0]) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"position": [[np.nan, 1.0]]}, "position"),
+        ({"position": [[1.0, 1.0]], "secretion": -1.0}, "secretion"),
+        ({"position": [[1.0, 1.0]], "uptake": [1.0, 2.0]}, "uptake"),
+        ({"position": [1.0, 1.0]}, "position"),
+        ({"position": [[1.0, 1.0]], "alive": [True, False]}, "alive"),
+    ],
+)
+def test_bad_cells_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jc.Cells(**kwargs)
+
+
+def test_cells_outside_grid_or_wrong_width_raise():
+    grid = jc.Grid((4, 4), 2.0)
+    model = jc.Model(grid, [jc.Substrate("a", 1.0), jc.Substrate("b", 1.0)])
+    with pytest.raises(ValueError, match="outside the domain"):
+        model.init(jc.Cells([[9.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"\(N, S\)"):
+        model.init(jc.Cells([[1.0, 1.0]], secretion=[1.0]))
+    with pytest.raises(ValueError, match="Receptors.kon"):
+        jc.Receptors(total=1.0, kon=-1.0)
+    # a cell exactly on the upper face belongs to the last voxel
+    state = model.init(jc.Cells([[8.0, 8.0]], secretion=[[1.0, 0.0]]))
+    state, _ = jc.simulate(jc.Model(grid, [jc.Substrate("a", 0.0), jc.Substrate("b", 0.0)]), state,
+                           t_end=1.0, dt=1.0)
+    assert float(state.fields[0, 3, 3]) > 0
