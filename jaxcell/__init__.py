@@ -4,6 +4,7 @@ from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import Grid
 from jaxcell.model import Model, State
+from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
 from jaxcell.steady import steady_state
 from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
@@ -23,6 +24,7 @@ __all__ = [
     "Substrate",
     "Trajectory",
     "budget",
+    "shard",
     "simulate",
     "steady_state",
 ]
