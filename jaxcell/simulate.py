@@ -14,8 +14,17 @@ from jax import lax
 from jaxcell._node import concrete_float, node, replace
 from jaxcell.binding import binding_step
 from jaxcell.cells import Cells, coupling_weights, deposit, gather
-from jaxcell.diffusion import (Exchange, douglas_setup, douglas_step, ftcs_step, lod_setup, lod_step,
-                               spectral_step, substeps, _split)
+from jaxcell.diffusion import (
+    Exchange,
+    _split,
+    douglas_setup,
+    douglas_step,
+    ftcs_step,
+    lod_setup,
+    lod_step,
+    spectral_step,
+    substeps,
+)
 from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
 
 CHECKPOINTS = (None, "step", "sqrt")

@@ -8,7 +8,7 @@ entering through the face; a ``Dirichlet`` value is a concentration (amount per
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import jax
 
@@ -48,7 +48,7 @@ class Periodic:
         pass
 
 
-Boundary = Union[Flux, Dirichlet, Periodic]
+Boundary = Flux | Dirichlet | Periodic
 FACES = tuple(f"{a}{s}" for a in AXES for s in "-+")
 
 

@@ -1,0 +1,154 @@
+"""The ``jaxcell`` command line.
+
+::
+
+    jaxcell run [SCENARIO.toml | builtin-name] [--out DIR] [--resume] [--set KEY=VALUE ...]
+    jaxcell run --list                    # the built-in scenarios
+    jaxcell fit SPEC.toml [--out DIR]     # fit parameters to a measured profile (jaxcell.inference)
+    jaxcell info                          # versions, devices, precision
+
+A bad scenario or data file exits with status 2 and one line naming the file,
+the key and the fix, and creates no output. Exit status 3: a run stopped early
+(``--stop-after-chunks``, a test hook); 130: interrupted by Ctrl-C (continue
+with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _err(msg: str) -> int:
+    print(f"jaxcell: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxcell", description="Paracrine signalling simulations (µm, s).")
+    sub = p.add_subparsers(dest="command", metavar="{run,fit,info}")
+    r = sub.add_parser("run", help="run a scenario (TOML file or built-in name) and write its outputs",
+                       description="Run a scenario and write fields.zarr, summary.json and PNG figures to DIR.")
+    r.add_argument("scenario", nargs="?", default=None,
+                   help="a scenario .toml file or a built-in name (default: paracrine_niche)")
+    r.add_argument("--out", default="jaxcell-out", metavar="DIR", help="output folder (default ./jaxcell-out)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last snapshot")
+    r.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a scenario value (TOML syntax), e.g. --set run.t_end=60 --set cells[1].count=100")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    r.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures (faster)")
+    r.add_argument("--stop-after-chunks", type=int, default=None, help=argparse.SUPPRESS)
+    f = sub.add_parser("fit", help="fit parameters to a measured profile (CSV) described by SPEC.toml")
+    f.add_argument("spec", help="fit specification (TOML)")
+    f.add_argument("--out", default="jaxcell-fit", metavar="DIR", help="output folder (default ./jaxcell-fit)")
+    sub.add_parser("info", help="versions of jaxcell and its dependencies, devices, float precision")
+    return p
+
+
+def _cmd_list() -> int:
+    from jaxcell.scenario import DEFAULT, builtin_scenarios
+
+    for name, title in builtin_scenarios().items():
+        mark = " (default)" if name == DEFAULT else ""
+        print(f"{name:20s} {title}{mark}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _cmd_list()
+    from jaxcell.io import OutputError, StopRequested, require_io, run_scenario
+    from jaxcell.scenario import ScenarioError, load
+
+    try:
+        require_io()
+        sc = load(args.scenario, args.overrides)
+    except (ScenarioError, OutputError) as e:
+        return _err(str(e))
+    try:
+        summary = run_scenario(sc, args.out, resume=args.resume, progress=args.progress,
+                               stop_after_chunks=args.stop_after_chunks, figures=args.figures)
+    except (ScenarioError, OutputError) as e:
+        return _err(str(e))
+    except StopRequested as e:
+        print(f"jaxcell: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"jaxcell: interrupted; continue with: jaxcell run {args.scenario or ''} --out {args.out} --resume",
+              file=sys.stderr)
+        return 130
+    frac = summary.get("fraction_responders_activated")
+    act = "" if frac is None else f", {100 * frac:.1f}% of responders activated"
+    print(f"jaxcell: {sc.name}: {summary['steps']} steps to t = {summary['t_end_s']:g} s in "
+          f"{summary['run_seconds']:.1f} s{act}; outputs in {args.out}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    try:
+        inference = importlib.import_module("jaxcell.inference")
+    except ImportError as e:
+        return _err(f"jaxcell fit is not available in this installation (jaxcell.inference: {e})")
+    fn = getattr(inference, "run_fit_cli", None)
+    if fn is None:
+        return _err("jaxcell fit is not available in this installation (jaxcell.inference.run_fit_cli is missing)")
+    from jaxcell.scenario import ScenarioError
+
+    try:
+        rc = fn(args.spec, args.out)
+    except ScenarioError as e:
+        return _err(str(e))
+    return int(rc) if isinstance(rc, int) else 0
+
+
+def _cmd_info() -> int:
+    from importlib import metadata
+
+    import jax
+    import jax.numpy as jnp
+
+    import jaxcell
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    rows = [("jaxcell", jaxcell.__version__), ("jax", jax.__version__), ("jaxlib", version("jaxlib")),
+            ("numpy", version("numpy")), ("optax", version("optax"))]
+    for extra in ("zarr", "xarray", "matplotlib"):
+        rows.append((f"{extra} (jaxcell[io])", version(extra)))
+    rows.append(("python", sys.version.split()[0]))
+    rows.append(("backend", jax.default_backend()))
+    rows.append(("devices", ", ".join(str(d) for d in jax.devices())))
+    x64 = bool(jax.config.read("jax_enable_x64"))
+    rows.append(("default float", f"{jnp.result_type(float)} (jax_enable_x64={x64}; "
+                                  f"set JAX_ENABLE_X64=1 for float64)"))
+    for k, v in rows:
+        print(f"{k:22s} {v}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxcell`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "fit":
+        return _cmd_fit(args)
+    if args.command == "info":
+        return _cmd_info()
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""Running a scenario for people: chunked simulation, snapshots, and the output folder.
+
+:func:`run_scenario` advances a :class:`jaxcell.scenario.Scenario` one saved frame
+at a time (the same compiled step function every chunk), writing each frame and
+a snapshot of the full state atomically into ``DIR.partial/`` next to the output
+folder ``DIR``. When the run ends it writes, inside ``DIR.partial/``:
+
+* ``fields.zarr``: an xarray-readable Zarr store: ``concentration`` with dims
+  ``(time, substrate, x[, y[, z]])`` (s, µm), the cells' ``position``
+  ``(cell, axis)`` and per-frame ``bound_receptors``, ``free_receptors``,
+  ``secretion``, ``uptake``, ``local_concentration`` ``(time, cell, substrate)``
+  and ``activated`` ``(time, cell)``; ``units`` attributes on everything and the
+  scenario (every parameter, seed, versions) in the store's attributes;
+* ``summary.json``: the mass budget per substrate (:func:`jaxcell.budget`), the
+  fraction of responders activated, run time and steps;
+* PNG figures: mid-plane heat map with cells, radial profile around the
+  producers against the screened-diffusion analytic curve, and the fraction of
+  responders activated over time;
+
+and only then renames it to ``DIR``. A crash or bad input therefore never leaves
+a half-written ``DIR``; ``DIR.partial/`` keeps the snapshots for ``--resume``.
+Zarr, xarray and matplotlib are the ``jaxcell[io]`` extra, imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxcell
+from jaxcell.cells import coupling_weights, gather
+from jaxcell.grid import AXES
+from jaxcell.model import State
+from jaxcell.scenario import Scenario, ScenarioError
+from jaxcell.simulate import budget, simulate
+
+__all__ = ["OutputError", "StopRequested", "require_io", "run_scenario"]
+
+_MARK = ".jaxcell-partial"
+FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
+
+
+class OutputError(RuntimeError):
+    """A problem with the output folder or the optional packages (one-line message)."""
+
+
+class StopRequested(RuntimeError):
+    """Raised after ``stop_after_chunks`` chunks (a test hook that imitates a killed run)."""
+
+
+def require_io() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """Import zarr, xarray and matplotlib (Agg), or raise :class:`OutputError` saying how to install them."""
+    mods = []
+    for name in ("zarr", "xarray", "matplotlib"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            raise OutputError(f"writing outputs needs {name}, which is not installed; "
+                              f"install the extra: pip install 'jaxcell[io]'") from None
+    mods[2].use("Agg")
+    return mods[0], mods[1], mods[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files and the in-progress folder
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
+
+
+def partial_dir(out: Path) -> Path:
+    """The in-progress folder of output folder ``out``: ``out.partial`` beside it."""
+    return out.with_name(out.name + ".partial")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+        entries = set(os.listdir(out))
+        if entries and not {"summary.json", "fields.zarr"} <= entries:
+            raise OutputError(f"{out}: exists and is not a jaxcell output folder; choose another --out "
+                              f"(jaxcell only replaces folders it wrote)")
+
+
+def _meta(sc: Scenario) -> dict:
+    return {"fingerprint": sc.fingerprint(), "jaxcell": jaxcell.__version__,
+            "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
+
+
+# ---------------------------------------------------------------------------------------------
+# State snapshots
+
+
+def _save_state(path: Path, state: State, chunk: int) -> None:
+    leaves = jax.tree_util.tree_leaves(state)
+    _atomic_npz(path, chunk=np.asarray(chunk), t_static=np.asarray(state.t_static, np.float64),
+                **{f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
+
+
+def _load_state(path: Path, template: State) -> tuple[State, int]:
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    with np.load(path) as z:
+        got = [z[f"leaf{i:04d}"] for i in range(len(leaves)) if f"leaf{i:04d}" in z]
+        if len(got) != len(leaves) or any(g.shape != np.shape(x) for g, x in zip(got, leaves, strict=True)):
+            raise OutputError(f"{path}: the snapshot does not match the scenario; "
+                              f"run again without --resume to start over")
+        chunk, t = int(z["chunk"]), float(z["t_static"])
+    new = [jnp.asarray(g, dtype=jnp.asarray(x).dtype) for g, x in zip(got, leaves, strict=True)]
+    state = jax.tree_util.tree_unflatten(treedef, new)
+    from jaxcell._node import replace
+
+    return replace(state, t_static=t), chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+
+
+def _frame(sc: Scenario, state: State) -> dict[str, np.ndarray]:
+    """Host copy of one saved frame: fields and per-cell states."""
+    out = {"t": np.asarray(float(state.t_static)), "fields": np.asarray(state.fields)}
+    cells = state.cells
+    if cells is not None:
+        idx, w = coupling_weights(sc.grid, cells.position, cells.alive, sc.model.coupling)
+        local = np.asarray(gather(sc.grid, idx, w, state.fields))
+        n, s = cells.n, sc.model.n_substrates
+        rec = cells.receptors
+        out["bound"] = np.asarray(rec.bound) if rec is not None else np.zeros((n, s))
+        out["free"] = np.asarray(rec.free) if rec is not None else np.zeros((n, s))
+        out["secretion"] = np.asarray(cells.secretion)
+        out["uptake"] = np.asarray(cells.uptake)
+        out["local"] = local
+        out["activated"] = sc.activated(cells, local)
+    return out
+
+
+def _steps(t0: float, t1: float, dt: float) -> int:
+    n = int(np.floor((t1 - t0) / dt * (1 + 1e-12)))
+    return n + (1 if (t1 - t0) - n * dt > 1e-9 * dt else 0)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, float], None]]:
+    start = time.perf_counter()
+
+    def update(done: int, t: float) -> None:
+        if not enabled:
+            return
+        width = 30
+        fill = int(width * done / max(total, 1))
+        el = time.perf_counter() - start
+        sys.stderr.write(f"\r{label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} t = {t:g} s  "
+                         f"{el:.1f} s ")
+        sys.stderr.flush()
+
+    try:
+        yield update
+    finally:
+        if enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progress: bool | None = None,
+                 stop_after_chunks: int | None = None, figures: bool = True,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Run ``sc`` and write its outputs to the folder ``out`` (see the module docstring).
+
+    Args:
+        sc: a scenario from :func:`jaxcell.scenario.load`.
+        out: output folder; replaced only if it is an earlier jaxcell output.
+        resume: continue from the last snapshot in ``out.partial/`` (same
+            scenario); ends with the same numbers as an uninterrupted run.
+        progress: progress bar on stderr (default: when stderr is a terminal).
+        stop_after_chunks: raise :class:`StopRequested` after this many chunks
+            (imitates a killed run, for tests).
+        figures: write the PNG figures (a few seconds; needs matplotlib).
+        log: where one-line notes go (default: stderr).
+
+    Returns:
+        The summary dict also written to ``summary.json``.
+    """
+    say = log or (lambda m: print(m, file=sys.stderr))
+    zarr, xr, mpl = require_io()
+    out = Path(out).absolute()
+    _check_out(out)
+    part = partial_dir(out)
+    meta = _meta(sc)
+    if part.exists() and not (part / _MARK).exists():
+        raise OutputError(f"{part}: exists and was not made by jaxcell; remove it or choose another --out")
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    times = sc.run.save_times()
+    n_chunks = len(times) - 1
+    state0 = sc.init_state()
+    _dry_run(sc, state0)
+    state, done = state0, 0
+    resumed = False
+    if resume and (part / "state.npz").exists():
+        old = json.loads((part / _MARK).read_text("utf-8") or "{}")
+        if old != meta:
+            raise OutputError(f"{part}: holds a run of a different scenario or settings; "
+                              f"run again without --resume to start over")
+        state, done = _load_state(part / "state.npz", state0)
+        resumed = True
+        say(f"jaxcell: resuming {sc.name} from t = {times[done]:g} s (frame {done} of {n_chunks})")
+    else:
+        if resume:
+            say(f"jaxcell: no snapshot in {part}; starting from t = 0")
+        if part.exists():
+            shutil.rmtree(part)
+        (part / "frames").mkdir(parents=True)
+        _atomic_text(part / _MARK, json.dumps(meta))
+        _atomic_text(part / "scenario.toml", sc.text)
+        _atomic_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
+        _save_state(part / "state.npz", state0, 0)
+
+    dt = sc.run.dt
+    t_start = time.perf_counter()
+    chunk_times = []
+    with _progress(progress, n_chunks, sc.name) as bar:
+        bar(done, float(times[done]))
+        ran = 0
+        for k in range(done + 1, n_chunks + 1):
+            if stop_after_chunks is not None and ran >= stop_after_chunks:
+                raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked; "
+                                    f"continue with --resume")
+            t0 = time.perf_counter()
+            state, _ = simulate(sc.model, state, t_end=float(times[k]), dt=dt)
+            jax.block_until_ready(state.fields)
+            frame = _frame(sc, state)
+            chunk_times.append(time.perf_counter() - t0)
+            _atomic_npz(part / "frames" / f"frame_{k:06d}.npz", **frame)
+            _save_state(part / "state.npz", state, k)
+            ran += 1
+            bar(k, float(times[k]))
+    sim_seconds = time.perf_counter() - t_start
+
+    final = part / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    final.mkdir()
+    frames = [dict(np.load(part / "frames" / f"frame_{k:06d}.npz")) for k in range(n_chunks + 1)]
+    ds = _dataset(sc, frames, xr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr: consolidated metadata is not yet part of the v3 spec
+        ds.to_zarr(final / "fields.zarr", mode="w", consolidated=True)
+    summary = _summary(sc, state, frames, times, resumed=resumed, sim_seconds=sim_seconds,
+                       chunk_times=chunk_times)
+    if figures:
+        _figures(sc, frames, final, mpl)
+    summary["outputs"] = {p.name: _size(p) for p in sorted(final.iterdir())}
+    _atomic_text(final / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+
+    # Publish: the finished folder replaces an earlier jaxcell output in one rename.
+    if out.exists():
+        os.replace(out, part / "previous")
+    os.replace(final, out)
+    shutil.rmtree(part, ignore_errors=True)
+    return summary
+
+
+def _dry_run(sc: Scenario, state: State) -> None:
+    """Trace one step (no compile) so that a model the solvers refuse fails before any output exists."""
+    try:
+        jax.eval_shape(lambda: simulate(sc.model, state, t_end=sc.run.dt, dt=sc.run.dt)[0].fields)
+    except ValueError as e:
+        raise ScenarioError(sc.source, "run", str(e).split("\n")[0], "change the scenario accordingly") from None
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zarr store
+
+
+def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
+    grid = sc.grid
+    axes = list(AXES[: grid.ndim])
+    unit_c = f"amount/µm^{grid.ndim}"
+    coords: dict[str, Any] = {
+        "time": ("time", np.asarray([float(f["t"]) for f in frames]), {"units": "s", "long_name": "time"}),
+        "substrate": ("substrate", np.asarray(sc.model.names, dtype=object), {"long_name": "diffusing species"}),
+    }
+    for a, name in enumerate(axes):
+        coords[name] = (name, grid.centers(a), {"units": "µm", "long_name": f"voxel centre {name}"})
+    data: dict[str, Any] = {
+        "concentration": (("time", "substrate", *axes), np.stack([f["fields"] for f in frames]),
+                          {"units": unit_c, "long_name": "concentration at voxel centres"}),
+    }
+    n = sc.n_cells
+    if n:
+        cells = sc.cells
+        coords["cell"] = ("cell", np.arange(n), {"long_name": "cell index"})
+        coords["axis"] = ("axis", np.asarray(axes, dtype=object), {"long_name": "spatial axis"})
+        data["position"] = (("cell", "axis"), np.asarray(cells.position), {"units": "µm"})
+        data["cell_type"] = (("cell",), np.asarray(cells.type, np.int32),
+                             {"units": "1", "types": json.dumps(list(sc.types)),
+                              "long_name": "index into the 'types' attribute"})
+        data["responder"] = (("cell",), sc.has_activation(), {"units": "1", "long_name": "has an activation rule"})
+        per = (("bound", "bound_receptors", "complexes/cell", "ligand-receptor complexes"),
+               ("free", "free_receptors", "receptors/cell", "free surface receptors"),
+               ("secretion", "secretion", "amount/s", "secretion rate"),
+               ("uptake", "uptake", f"µm^{grid.ndim}/s", "first-order uptake clearance"),
+               ("local", "local_concentration", unit_c, "concentration the cell sees"))
+        for key, name, unit, long in per:
+            data[name] = (("time", "cell", "substrate"), np.stack([f[key] for f in frames]),
+                          {"units": unit, "long_name": long})
+        data["activated"] = (("time", "cell"), np.stack([f["activated"] for f in frames]),
+                             {"units": "1", "long_name": "cell counts as activated (its activation rule)"})
+    attrs = {
+        "title": sc.config.get("title", ""),
+        "description": sc.config.get("description", ""),
+        "scenario_name": sc.name,
+        "scenario_source": sc.source,
+        "scenario": json.dumps(sc.config, default=_json_default),
+        "scenario_toml": sc.text,
+        "seed": int(sc.run.seed),
+        "solver": sc.run.solver,
+        "dt_s": float(sc.run.dt),
+        "t_end_s": float(sc.run.t_end),
+        "save_every_s": float(sc.run.save_every),
+        "coupling": sc.run.coupling,
+        "jaxcell_version": jaxcell.__version__,
+        "jax_version": jax.__version__,
+        "numpy_version": np.__version__,
+        "precision": str(jnp.result_type(float)),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "units": "lengths µm, times s, concentrations amount/µm^ndim",
+    }
+    ds = xr.Dataset({k: (d, np.asarray(v), a) for k, (d, v, a) in data.items()},
+                    coords={k: (d, np.asarray(v), a) for k, (d, v, a) in coords.items()}, attrs=attrs)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# summary.json
+
+
+def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, *, resumed: bool,
+             sim_seconds: float, chunk_times: list[float]) -> dict:
+    b = {k: np.asarray(v, np.float64) for k, v in budget(state).items()}
+    names = sc.model.names
+    scale = np.maximum.reduce([np.abs(b[k]) for k in ("initial", "secreted", "inflow", "outflow", "fields")])
+    per_sub = {nm: {k: float(b[k][i]) for k in b} for i, nm in enumerate(names)}
+    for i, nm in enumerate(names):
+        per_sub[nm]["relative_residual"] = float(abs(b["residual"][i]) / scale[i]) if scale[i] > 0 else 0.0
+    steps = sum(_steps(float(times[k]), float(times[k + 1]), sc.run.dt) for k in range(len(times) - 1))
+    resp = sc.has_activation()
+    act: dict[str, Any] = {"fraction_responders_activated": None, "by_type": {}, "over_time": []}
+    if sc.n_cells and resp.any():
+        last = frames[-1]["activated"]
+        act["fraction_responders_activated"] = float(last[resp].mean())
+        tid = np.asarray(sc.cells.type)
+        for j, tname in enumerate(sc.types):
+            sel = resp & (tid == j)
+            if sel.any():
+                act["by_type"][tname] = {"cells": int(sel.sum()), "activated": int(last[sel].sum()),
+                                         "fraction": float(last[sel].mean())}
+        act["over_time"] = [float(f["activated"][resp].mean()) for f in frames]
+    fields = frames[-1]["fields"]
+    return {
+        "scenario": sc.name,
+        "source": sc.source,
+        "title": sc.config.get("title", ""),
+        "jaxcell_version": jaxcell.__version__,
+        "jax_version": jax.__version__,
+        "precision": str(jnp.result_type(float)),
+        "device": str(jax.devices()[0]),
+        "seed": sc.run.seed,
+        "solver": sc.run.solver,
+        "dt_s": sc.run.dt,
+        "t_end_s": sc.run.t_end,
+        "frames": len(frames),
+        "times_s": [float(t) for t in times],
+        "steps": steps,
+        "cells": sc.n_cells,
+        "voxels": sc.grid.size,
+        "resumed": resumed,
+        "run_seconds": sim_seconds,
+        "first_chunk_seconds_with_compile": chunk_times[0] if chunk_times else None,
+        "budget": per_sub,
+        "max_concentration": {nm: float(fields[i].max()) for i, nm in enumerate(names)},
+        "mean_concentration": {nm: float(fields[i].mean()) for i, nm in enumerate(names)},
+        "activation": act,
+        "fraction_responders_activated": act["fraction_responders_activated"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _kernel(r: np.ndarray, d: float, k: float, ndim: int) -> np.ndarray | None:
+    """Steady field of a unit point source (amount/s) at distance r (µm) with screening k (1/s)."""
+    if d <= 0:
+        return None
+    if ndim == 3:
+        lam = np.sqrt(d / k) if k > 0 else np.inf
+        return np.exp(-r / lam) / (4 * np.pi * d * r)
+    if k <= 0:
+        return None
+    lam = np.sqrt(d / k)
+    if ndim == 1:
+        return np.exp(-r / lam) / (2 * np.sqrt(d * k))
+    try:
+        from scipy.special import k0
+    except ImportError:
+        return None
+    return k0(r / lam) / (2 * np.pi * d)
+
+
+def _cell_clearance(sc: Scenario, frame: dict, i: int) -> float:
+    """Mean first-order clearance by cells (1/s) of substrate ``i``: uptake + receptors' kon·R·kint/(koff+kint)."""
+    if not sc.n_cells:
+        return 0.0
+    clr = frame["uptake"][:, i].copy()
+    rec = sc.cells.receptors
+    if rec is not None:
+        kon, koff, kint = (np.asarray(getattr(rec, f))[:, i] for f in ("kon", "koff", "kint"))
+        frac = np.where(koff + kint > 0, kint / np.where(koff + kint > 0, koff + kint, 1.0), 0.0)
+        clr = clr + kon * frame["free"][:, i] * frac
+    return float(clr.sum() / np.prod(sc.grid.extent))
+
+
+def _binned(r: np.ndarray, v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    which = np.digitize(r, edges) - 1
+    ok = (which >= 0) & (which < len(edges) - 1)
+    cnt = np.bincount(which[ok], minlength=len(edges) - 1)
+    tot = np.bincount(which[ok], weights=v[ok], minlength=len(edges) - 1)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    has = cnt > 0
+    return mid[has], tot[has] / cnt[has]
+
+
+def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) -> None:
+    import matplotlib.pyplot as plt
+
+    grid, names = sc.grid, sc.model.names
+    ndim, S = grid.ndim, len(names)
+    last = frames[-1]
+    t_last = float(last["t"])
+    pos = np.asarray(sc.cells.position) if sc.n_cells else np.zeros((0, ndim))
+    tid = np.asarray(sc.cells.type) if sc.n_cells else np.zeros((0,), int)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    # 1. mid-plane heat map with cells
+    fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.4), squeeze=False, layout="constrained")
+    for i, nm in enumerate(names):
+        ax = axs[0, i]
+        f = last["fields"][i]
+        if ndim == 1:
+            ax.plot(grid.centers(0), f, "k-")
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel(f"{nm} (amount/µm)")
+            for j, tname in enumerate(sc.types):
+                sel = tid == j
+                ax.plot(pos[sel, 0], np.zeros(sel.sum()), "|", color=colors[j % len(colors)], label=tname)
+        else:
+            lo, ext = np.asarray(grid.origin), np.asarray(grid.extent)
+            if ndim == 3:
+                zi = grid.shape[2] // 2
+                zc = grid.centers(2)[zi]
+                img = f[:, :, zi]
+                near = np.abs(pos[:, 2] - zc) <= grid.spacing[2] if len(pos) else np.zeros((0,), bool)
+                ax.set_title(f"{nm}, z = {zc:g} µm, t = {t_last:g} s")
+            else:
+                img = f
+                near = np.ones((len(pos),), bool)
+                ax.set_title(f"{nm}, t = {t_last:g} s")
+            im = ax.imshow(img.T, origin="lower", extent=(lo[0], lo[0] + ext[0], lo[1], lo[1] + ext[1]),
+                           cmap="viridis", aspect="equal")
+            fig.colorbar(im, ax=ax, label=f"amount/µm^{ndim}", shrink=0.8)
+            act = last.get("activated", np.zeros((len(pos),), bool))
+            for j, tname in enumerate(sc.types):
+                sel = near & (tid == j)
+                if not sel.any():
+                    continue
+                col = colors[j % len(colors)]
+                on, off = sel & act, sel & ~act
+                ax.scatter(pos[off, 0], pos[off, 1], s=10, facecolors="none", edgecolors=col, linewidths=0.7,
+                           label=f"{tname}")
+                ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname} (activated)")
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel("y (µm)")
+        if len(sc.types):
+            ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
+    fig.savefig(folder / "field_midplane.png", dpi=100)
+    plt.close(fig)
+
+    # 2. radial profile around producers vs the screened-diffusion steady state
+    fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.0), squeeze=False, layout="constrained")
+    centres = np.stack([m.reshape(-1) for m in grid.mesh()], axis=1)
+    for i, nm in enumerate(names):
+        ax = axs[0, i]
+        sub = sc.model.substrates[i]
+        d, k = float(sub.diffusion), float(sub.decay)
+        kc = _cell_clearance(sc, last, i)
+        f = last["fields"][i].reshape(-1)
+        q = last["secretion"][:, i] if sc.n_cells else np.zeros((0,))
+        src = q > 0
+        if src.any():
+            pts = centres
+            if pts.shape[0] * src.sum() > 2e7:
+                pts_i = np.random.default_rng(0).choice(pts.shape[0], int(2e7 // src.sum()), replace=False)
+                pts, f = pts[pts_i], f[pts_i]
+            r = np.linalg.norm(pts[:, None, :] - pos[src][None, :, :], axis=-1)
+            r = np.maximum(r, 0.5 * min(grid.spacing))
+            rmin = r.min(axis=1)
+            edges = np.arange(0.0, 0.5 * max(grid.extent) + min(grid.spacing), min(grid.spacing))
+            ax.plot(*_binned(rmin, f, edges), "ko", ms=3, label=f"simulated, t = {t_last:g} s")
+            for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
+                ker = _kernel(r, d, kk, ndim) if kk > 0 or ndim == 3 else None
+                if ker is not None:
+                    ana = (ker * q[src][None, :]).sum(axis=1)
+                    ax.plot(*_binned(rmin, ana, edges), style, label=f"steady analytic, {lab}")
+            ax.set_yscale("log")
+            ax.set_xlabel("distance to nearest producer (µm)")
+            ax.set_title(f"{nm}: Σ q e^(-r/λ)/(4πDr) over producers" if ndim == 3 else f"{nm}: point sources")
+        else:
+            x = grid.centers(0)
+            prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
+            ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {t_last:g} s")
+            lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
+            if isinstance(lo_face, jaxcell.Flux) and d > 0:
+                j = float(lo_face.value)
+                L = grid.extent[0]
+                xr_ = x - grid.origin[0]
+                for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
+                    if kk <= 0:
+                        continue
+                    lam = np.sqrt(d / kk)
+                    if isinstance(hi_face, jaxcell.Dirichlet) and float(hi_face.value) == 0:
+                        ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
+                    elif hi_face is None or (isinstance(hi_face, jaxcell.Flux) and float(hi_face.value) == 0):
+                        ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
+                    else:
+                        continue
+                    ax.plot(x, ana, style, label=f"steady analytic, {lab}")
+            ax.set_xlabel("x (µm)")
+            ax.set_title(f"{nm}: profile along x (mean over the other axes)")
+        ax.set_ylabel(f"{nm} (amount/µm^{ndim})")
+        ax.legend(fontsize=7)
+    fig.savefig(folder / "radial_profile.png", dpi=100)
+    plt.close(fig)
+
+    # 3. responders activated over time
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+    t = np.asarray([float(fr["t"]) for fr in frames])
+    resp = sc.has_activation()
+    if sc.n_cells and resp.any():
+        acts = np.stack([fr["activated"] for fr in frames])
+        for j, tname in enumerate(sc.types):
+            sel = resp & (tid == j)
+            if sel.any():
+                ax.plot(t, acts[:, sel].mean(axis=1), "o-", ms=3, color=colors[j % len(colors)], label=tname)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no cells with an activation rule", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("fraction activated")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(sc.name)
+    fig.savefig(folder / "activation.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,839 @@
+"""TOML scenarios: a simulation described in a file that mirrors the Python names.
+
+A scenario is read with the standard library's :mod:`tomllib`, checked in full
+before anything runs, and turned into a :class:`jaxcell.Model`, the initial
+:class:`jaxcell.Cells` and the run settings. Every problem raises
+:class:`ScenarioError` whose message is one line naming the file, the key and
+the fix; unknown keys are errors, so typos are caught. Units: lengths µm, times
+s, concentrations amount/µm^ndim, secretion amount/s, uptake µm^ndim/s.
+
+Schema (every table optional unless marked)::
+
+    title = "..."                     # free text
+    description = "..."
+    [grid]                            # required
+    shape = [32, 32, 16]              # voxels per axis (1 to 3 axes)
+    spacing = 10.0                    # µm, scalar or one per axis
+    origin = 0.0                      # µm, scalar or one per axis
+    [[substrates]]                    # required, one or more
+    name = "IL-2"
+    diffusion = 10.0                  # µm²/s
+    decay = 2.8e-5                    # 1/s
+    initial = 0.0                     # amount/µm^ndim, uniform start
+    boundary = { "x-" = { flux = 1.0 }, "y" = "periodic", "x+" = { dirichlet = 0.0 } }
+    [vessel]                          # voxels held at fixed concentrations
+    shape = "cylinder"                # "box" (lo, hi), "sphere" (center, radius),
+    axis = "z"                        # "cylinder" (3D: axis, center in the other two axes, radius)
+    center = [160.0, 160.0]
+    radius = 20.0
+    value = { "O2" = 1.0 }            # held amount/µm^ndim; substrates not named are held at 0
+    [[cells]]                         # populations
+    type = "responder"                # label (responses, reports); several populations may share one
+    placement = "random"              # "random" (count, lo, hi), "sphere" (count, center, radius),
+    count = 1000                      # "lattice" (spacing, lo, hi), "csv" (file with x,y,z columns)
+    secretion = { "IL-2" = 0.0 }      # amount/s per cell
+    uptake = { "IL-2" = 0.0 }         # µm^ndim/s per cell
+    volume = 2494.0                   # µm³ (informational)
+    receptors = { "IL-2" = { total = 1000.0, kon = 0.0515, koff = 2.3e-4, kint = 1.1e-3,
+                             synthesis = 0.0, turnover = 0.0 } }
+    activation = { signal = "IL-2", bound = 200.0 }   # or concentration = ..., below = true
+    [[responses]]                     # jc.Response rules
+    target = "B"; signal = "A"; max = 10.0; K = 100.0; n = 1.0; basal = 0.0
+    cell_type = "responder"; parameter = "secretion"; kind = "bound"
+    [run]
+    solver = "implicit"; dt = 5.0; t_end = 3600.0; save_every = 300.0; seed = 0; coupling = "nearest"
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcell.binding import Response
+from jaxcell.cells import Cells, Receptors
+from jaxcell.grid import AXES, Grid
+from jaxcell.model import SOLVERS, Model, State
+from jaxcell.substrate import FACES, Dirichlet, Flux, Periodic, Substrate
+
+__all__ = ["DEFAULT", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
+
+DEFAULT = "paracrine_niche"
+"""Name of the built-in scenario ``jaxcell run`` uses when given none."""
+
+PLACEMENTS = ("random", "lattice", "sphere", "csv")
+
+
+class ScenarioError(ValueError):
+    """A scenario or data file is wrong; the message is one line: file, key, problem and fix."""
+
+    def __init__(self, file: str, key: str, problem: str, fix: str = "") -> None:
+        msg = f"{file}: {key}: {problem}" if key else f"{file}: {problem}"
+        if fix:
+            msg += f"; {fix}"
+        msg = " ".join(msg.split())  # one line, always
+        super().__init__(msg)
+        self.file, self.key, self.problem, self.fix = file, key, problem, fix
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The ``[run]`` table: solver, step ``dt`` (s), end time ``t_end`` (s), frame
+    interval ``save_every`` (s), random ``seed`` and cell-grid ``coupling``."""
+
+    solver: str = "implicit"
+    dt: float = 1.0
+    t_end: float = 3600.0
+    save_every: float = 60.0
+    seed: int = 0
+    coupling: str = "nearest"
+
+    def save_times(self) -> np.ndarray:
+        """Frame times (s): 0, save_every, 2·save_every, ... and t_end, ``(T,)``."""
+        n = int(np.floor(self.t_end / self.save_every * (1 + 1e-12)))
+        times = [i * self.save_every for i in range(n + 1)]
+        if self.t_end - times[-1] > 1e-9 * self.save_every:
+            times.append(self.t_end)
+        return np.asarray(times, np.float64)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Scenario:
+    """A checked scenario, ready to run.
+
+    Attributes:
+        name: short name (file stem or built-in name).
+        source: where it came from (a path, or ``builtin:<name>``).
+        config: the scenario as a plain dict with every default filled in.
+        text: the TOML text it was read from.
+        model: the :class:`jaxcell.Model`.
+        cells: the initial :class:`jaxcell.Cells` (None when there are none).
+        run: the :class:`RunConfig`.
+        types: cell-type labels; ``cells.type`` indexes into it.
+        initial: ``(S,)`` uniform initial concentrations (amount/µm^ndim).
+        activation: per-cell reporting rule, arrays ``(N,)``: ``signal`` (substrate
+            index, -1: no rule), ``bound`` (1: bound receptors, 0: local
+            concentration), ``threshold`` and ``below`` (1: active below it).
+    """
+
+    name: str
+    source: str
+    config: dict
+    text: str
+    model: Model
+    cells: Cells | None
+    run: RunConfig
+    types: tuple[str, ...]
+    initial: np.ndarray
+    activation: dict[str, np.ndarray]
+
+    @property
+    def grid(self) -> Grid:
+        return self.model.grid
+
+    @property
+    def n_cells(self) -> int:
+        return 0 if self.cells is None else self.cells.n
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the checked configuration (identifies a run for ``--resume``)."""
+        blob = json.dumps(self.config, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def init_state(self) -> State:
+        """The state at t = 0 (uniform initial fields; held vessel voxels at their value)."""
+        shape = (self.model.n_substrates,) + self.grid.shape
+        fields = np.broadcast_to(self.initial.reshape((-1,) + (1,) * self.grid.ndim), shape)
+        return self.model.init(self.cells, fields=np.array(fields))
+
+    def activated(self, cells: Cells | None, local: np.ndarray | None) -> np.ndarray:
+        """Which cells count as activated, ``(N,)`` bool.
+
+        Args:
+            cells: current cells (bound receptors are read from them).
+            local: ``(N, S)`` concentration at each cell (amount/µm^ndim).
+        """
+        act = self.activation
+        n = self.n_cells
+        if n == 0 or cells is None:
+            return np.zeros((n,), bool)
+        sig = act["signal"]
+        has = sig >= 0
+        s = np.where(has, sig, 0)
+        rows = np.arange(n)
+        if cells.receptors is not None:
+            bound = np.asarray(cells.receptors.bound)[rows, s]
+        else:
+            bound = np.zeros((n,))
+        conc = np.zeros((n,)) if local is None else np.asarray(local)[rows, s]
+        x = np.where(act["bound"] == 1, bound, conc)
+        above = x >= act["threshold"]
+        return has & np.where(act["below"] == 1, ~above, above)
+
+    def has_activation(self) -> np.ndarray:
+        """``(N,)`` bool: cells with an activation rule (the responders)."""
+        return self.activation["signal"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading scenario files
+
+
+def builtin_scenarios() -> dict[str, str]:
+    """Built-in scenarios: ``{name: title}``."""
+    out = {}
+    for entry in sorted(resources.files("jaxcell").joinpath("scenarios").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            try:
+                title = str(tomllib.loads(entry.read_text("utf-8")).get("title", ""))
+            except tomllib.TOMLDecodeError:
+                title = "(unreadable)"
+            out[entry.name[: -len(".toml")]] = title
+    return out
+
+
+def _read_source(source: str | Path | None) -> tuple[str, str, str, Path]:
+    """(name, label for messages, text, base directory for relative data files)."""
+    if source is None:
+        source = DEFAULT
+    src = str(source)
+    path = Path(src)
+    if path.suffix == ".toml" or path.exists() or "/" in src or "\\" in src:
+        if not path.is_file():
+            raise ScenarioError(src, "", "no such scenario file",
+                                f"check the path, or use a built-in one ({', '.join(builtin_scenarios())})")
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ScenarioError(src, "", f"cannot read the file ({e.__class__.__name__})",
+                                "check it is a UTF-8 text file you can read") from None
+        return path.stem, src, text, path.resolve().parent
+    names = builtin_scenarios()
+    if src not in names:
+        close = difflib.get_close_matches(src, list(names), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ScenarioError(src, "", "neither a scenario file nor a built-in scenario",
+                            f"{hint}built-in ones: {', '.join(names)} (jaxcell run --list)")
+    entry = resources.files("jaxcell").joinpath("scenarios", f"{src}.toml")
+    return src, f"builtin:{src}", entry.read_text("utf-8"), Path(str(entry)).parent
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """Apply one ``KEY=VALUE`` override (``run.t_end=60``, ``cells[1].count=10``); VALUE is TOML."""
+    if "=" not in item:
+        raise ScenarioError("--set", item, "expected KEY=VALUE", "write e.g. --set run.t_end=60")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    try:
+        val = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        val = value.strip()  # a bare word: a string
+    parts: list[str | int] = []
+    pos = 0
+    for m in _PATH_TOKEN.finditer(key):
+        if m.start() != pos and key[pos:m.start()] != ".":
+            raise ScenarioError("--set", key, "cannot parse the key", "write table.key or cells[1].key")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not parts or pos != len(key):
+        raise ScenarioError("--set", key, "cannot parse the key", "write table.key or cells[1].key")
+    node: Any = raw
+    for i, p in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(p, int):
+            if not isinstance(node, list) or not 0 <= p < len(node):
+                raise ScenarioError("--set", key, f"index [{p}] is out of range", "count from 0")
+            node = node[p]
+        else:
+            if not isinstance(node, dict):
+                raise ScenarioError("--set", key, f"{p!r} is not inside a table", "check the key")
+            node = node.setdefault(p, [] if isinstance(nxt, int) else {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not 0 <= last < len(node):
+            raise ScenarioError("--set", key, f"index [{last}] is out of range", "count from 0")
+        node[last] = val
+    elif isinstance(node, dict):
+        node[last] = val
+    else:
+        raise ScenarioError("--set", key, "the key's parent is not a table", "check the key")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking values
+
+
+class _Checker:
+    """Typed getters that raise :class:`ScenarioError` naming the file and key."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def err(self, key: str, problem: str, fix: str = "") -> ScenarioError:
+        return ScenarioError(self.file, key, problem, fix)
+
+    def table(self, value: Any, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.err(key, f"must be a table, got {_kind(value)}", f"write [{key}] or {key} = {{ ... }}")
+        return value
+
+    def keys(self, table: dict, key: str, allowed: Sequence[str], required: Sequence[str] = ()) -> None:
+        for k in table:
+            if k not in allowed:
+                close = difflib.get_close_matches(k, list(allowed), n=1)
+                fix = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
+                raise self.err(_join(key, k), "unknown key", fix)
+        for k in required:
+            if k not in table:
+                raise self.err(_join(key, k), "missing", f"add {k} = ... to {key or 'the file'}")
+
+    def number(self, value: Any, key: str, unit: str, *, positive: bool = False, nonneg: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.err(key, f"must be a number ({unit}), got {_kind(value)}",
+                           f"write e.g. {key.split('.')[-1]} = 1.0")
+        v = float(value)
+        if not np.isfinite(v):
+            raise self.err(key, f"must be finite ({unit}), got {value}", "give an ordinary number")
+        if positive and v <= 0:
+            raise self.err(key, f"must be > 0 ({unit}), got {value}", "give a positive value")
+        if nonneg and v < 0:
+            raise self.err(key, f"must be >= 0 ({unit}), got {value}", "rates and amounts are non-negative")
+        return v
+
+    def integer(self, value: Any, key: str, *, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.err(key, f"must be an integer, got {_kind(value)}", f"write e.g. {key.split('.')[-1]} = 10")
+        if value < minimum:
+            raise self.err(key, f"must be >= {minimum}, got {value}", f"give an integer >= {minimum}")
+        return int(value)
+
+    def string(self, value: Any, key: str, choices: Sequence[str] | None = None) -> str:
+        if not isinstance(value, str):
+            raise self.err(key, f"must be a string, got {_kind(value)}", f'write {key.split(".")[-1]} = "..."')
+        if choices is not None and value not in choices:
+            close = difflib.get_close_matches(value, list(choices), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise self.err(key, f"unknown value {value!r}", f"{hint}use one of {', '.join(map(repr, choices))}")
+        return value
+
+    def vector(self, value: Any, key: str, ndim: int, unit: str, *, positive: bool = False,
+               nonneg: bool = False) -> tuple[float, ...]:
+        """A number (broadcast to every axis) or a list of ``ndim`` numbers."""
+        if isinstance(value, list):
+            if len(value) != ndim:
+                raise self.err(key, f"has {len(value)} entries but the grid has {ndim} axes",
+                               f"give {ndim} numbers ({unit})")
+            return tuple(self.number(v, f"{key}[{i}]", unit, positive=positive, nonneg=nonneg)
+                         for i, v in enumerate(value))
+        return (self.number(value, key, unit, positive=positive, nonneg=nonneg),) * ndim
+
+    def per_substrate(self, value: Any, key: str, names: Sequence[str], unit: str) -> dict[str, float]:
+        tab = self.table(value, key)
+        out = {}
+        for nm, v in tab.items():
+            self.substrate_name(nm, _join(key, nm), names)
+            out[nm] = self.number(v, _join(key, nm), unit)
+        return out
+
+    def substrate_name(self, name: Any, key: str, names: Sequence[str]) -> str:
+        name = self.string(name, key)
+        if name not in names:
+            close = difflib.get_close_matches(name, list(names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise self.err(key, f"unknown substrate {name!r}",
+                           f"{hint}the [[substrates]] are {', '.join(map(repr, names))}")
+        return name
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _join(key: str, sub: str) -> str:
+    if not key:
+        return sub
+    return f"{key}.{sub}" if re.fullmatch(r"[A-Za-z0-9_]+", sub) else f'{key}."{sub}"'
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema
+
+
+_TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "run")
+_GRID = ("shape", "spacing", "origin")
+_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary")
+_VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
+_CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
+          "uptake", "receptors", "activation", "volume")
+_RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
+_RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
+_ACTIVATION = ("signal", "bound", "concentration", "below")
+_RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling")
+_PLACEMENT_KEYS = {
+    "random": ("count", "lo", "hi"),
+    "sphere": ("count", "center", "radius"),
+    "lattice": ("spacing", "lo", "hi"),
+    "csv": ("file",),
+}
+
+
+def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Scenario:
+    """Read, check and build a scenario.
+
+    Args:
+        source: a ``.toml`` path, a built-in name (see :func:`builtin_scenarios`)
+            or None for the default (:data:`DEFAULT`).
+        overrides: ``"KEY=VALUE"`` strings applied before checking, with TOML
+            values, e.g. ``"run.t_end=60"``, ``"cells[1].count=100"``, ``"grid.shape=[16,16,8]"``.
+
+    Raises:
+        ScenarioError: anything wrong, as one line naming the file, the key and the fix.
+    """
+    name, label, text, base = _read_source(source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(raw, name, label, text, base)
+
+
+def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
+    c = _Checker(label)
+    c.keys(raw, "", _TOP, required=("grid", "substrates"))
+    config: dict[str, Any] = {}
+    for k in ("title", "description"):
+        config[k] = c.string(raw.get(k, ""), k)
+
+    # [grid]
+    g = c.table(raw["grid"], "grid")
+    c.keys(g, "grid", _GRID, required=("shape",))
+    shape = g["shape"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
+        raise c.err("grid.shape", f"must be a list of 1 to 3 voxel counts, got {shape!r}", "write shape = [32, 32, 16]")
+    shape_t = tuple(c.integer(v, f"grid.shape[{i}]", minimum=1) for i, v in enumerate(shape))
+    ndim = len(shape_t)
+    spacing = c.vector(g.get("spacing", 1.0), "grid.spacing", ndim, "µm", positive=True)
+    origin = c.vector(g.get("origin", 0.0), "grid.origin", ndim, "µm", nonneg=False)
+    grid = Grid(shape_t, spacing, origin)
+    lo_dom = np.asarray(origin)
+    hi_dom = lo_dom + np.asarray(grid.extent)
+    config["grid"] = {"shape": list(shape_t), "spacing": list(spacing), "origin": list(origin)}
+
+    # [[substrates]]
+    subs_raw = raw["substrates"]
+    if isinstance(subs_raw, dict):
+        subs_raw = [subs_raw]
+    if not isinstance(subs_raw, list) or not subs_raw:
+        raise c.err("substrates", "must be one or more [[substrates]] tables", "add [[substrates]] with name = ...")
+    substrates, names, sub_cfg = [], [], []
+    for i, s in enumerate(subs_raw):
+        key = f"substrates[{i}]"
+        s = c.table(s, key)
+        c.keys(s, key, _SUBSTRATE, required=("name", "diffusion"))
+        nm = c.string(s["name"], f"{key}.name")
+        if not nm:
+            raise c.err(f"{key}.name", "is empty", "give the substrate a name")
+        if nm in names:
+            raise c.err(f"{key}.name", f"duplicate substrate name {nm!r}", "give each substrate its own name")
+        d = c.number(s["diffusion"], f"{key}.diffusion", "µm²/s")
+        k = c.number(s.get("decay", 0.0), f"{key}.decay", "1/s")
+        init = c.number(s.get("initial", 0.0), f"{key}.initial", "amount/µm^ndim")
+        bnd, bnd_cfg = _boundary(c, s.get("boundary", {}), f"{key}.boundary", ndim)
+        try:
+            substrates.append(Substrate(nm, diffusion=d, decay=k, boundary=bnd))
+        except ValueError as e:
+            raise c.err(f"{key}.boundary", str(e), "see the boundary rules in the scenario docs") from None
+        names.append(nm)
+        sub_cfg.append({"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": bnd_cfg})
+    config["substrates"] = sub_cfg
+    n_sub = len(names)
+
+    # [run]
+    r = c.table(raw.get("run", {}), "run")
+    c.keys(r, "run", _RUN)
+    run = RunConfig(
+        solver=c.string(r.get("solver", "implicit"), "run.solver", SOLVERS),
+        dt=c.number(r.get("dt", 1.0), "run.dt", "s", positive=True),
+        t_end=c.number(r.get("t_end", 3600.0), "run.t_end", "s", positive=True),
+        save_every=0.0,
+        seed=c.integer(r.get("seed", 0), "run.seed"),
+        coupling=c.string(r.get("coupling", "nearest"), "run.coupling", ("nearest", "linear")),
+    )
+    save_every = c.number(r.get("save_every", run.t_end / 10), "run.save_every", "s", positive=True)
+    if save_every > run.t_end:
+        raise c.err("run.save_every", f"{save_every} s is longer than run.t_end = {run.t_end} s",
+                    "make save_every <= t_end")
+    if run.dt > save_every * (1 + 1e-12):
+        raise c.err("run.dt", f"{run.dt} s is longer than run.save_every = {save_every} s",
+                    "make dt <= save_every")
+    if run.t_end / save_every > 10000:
+        raise c.err("run.save_every", f"gives {int(run.t_end / save_every)} frames", "save fewer frames (<= 10000)")
+    run = dataclasses.replace(run, save_every=save_every)
+    config["run"] = dataclasses.asdict(run)
+
+    # [[cells]]
+    cells_raw = raw.get("cells", [])
+    if isinstance(cells_raw, dict):
+        cells_raw = [cells_raw]
+    if not isinstance(cells_raw, list):
+        raise c.err("cells", "must be [[cells]] tables", "write each population as a [[cells]] table")
+    rng = np.random.default_rng(run.seed)
+    types: list[str] = []
+    pops: list[dict] = []
+    pop_cfg: list[dict] = []
+    type_receptors: dict[str, set[str]] = {}
+    for i, p in enumerate(cells_raw):
+        key = f"cells[{i}]"
+        p = c.table(p, key)
+        c.keys(p, key, _CELLS, required=("placement",))
+        tname = c.string(p.get("type", f"cells{i}"), f"{key}.type")
+        placement = c.string(p["placement"], f"{key}.placement", PLACEMENTS)
+        for k in p:
+            if k in ("count", "lo", "hi", "center", "radius", "spacing", "file") and \
+                    k not in _PLACEMENT_KEYS[placement]:
+                raise c.err(_join(key, k), f"does not apply to placement = {placement!r}",
+                            f"{placement!r} takes {', '.join(_PLACEMENT_KEYS[placement])}; remove {k}")
+        pos, place_cfg = _place(c, p, key, placement, grid, lo_dom, hi_dom, rng, base)
+        n = pos.shape[0]
+        sec = c.per_substrate(p.get("secretion", {}), f"{key}.secretion", names, "amount/s")
+        upt = c.per_substrate(p.get("uptake", {}), f"{key}.uptake", names, "µm^ndim/s")
+        vol = c.number(p.get("volume", 2494.0), f"{key}.volume", "µm³", positive=True)
+        rec_tab = c.table(p.get("receptors", {}), f"{key}.receptors")
+        recs = {}
+        for nm, spec in rec_tab.items():
+            rk = _join(f"{key}.receptors", nm)
+            c.substrate_name(nm, rk, names)
+            spec = c.table(spec, rk)
+            c.keys(spec, rk, _RECEPTOR, required=("total", "kon"))
+            units = {"total": "receptors", "kon": "µm^ndim/s", "synthesis": "receptors/s"}
+            recs[nm] = {f: c.number(spec.get(f, 0.0), _join(rk, f), units.get(f, "1/s")) for f in _RECEPTOR}
+        type_receptors.setdefault(tname, set()).update(recs)
+        act = None
+        if "activation" in p:
+            ak = f"{key}.activation"
+            a = c.table(p["activation"], ak)
+            c.keys(a, ak, _ACTIVATION, required=("signal",))
+            sig = c.substrate_name(a["signal"], f"{ak}.signal", names)
+            if ("bound" in a) == ("concentration" in a):
+                raise c.err(ak, "needs exactly one of bound = (receptors) or concentration = (amount/µm^ndim)",
+                            "e.g. activation = { signal = \"IL-2\", bound = 200.0 }")
+            by_bound = "bound" in a
+            if by_bound and sig not in recs:
+                raise c.err(f"{ak}.bound", f"these cells have no receptors for {sig!r}",
+                            f"add receptors.\"{sig}\" = {{ total = ..., kon = ... }} or use concentration =")
+            thr = c.number(a["bound"] if by_bound else a["concentration"],
+                           f"{ak}.{'bound' if by_bound else 'concentration'}",
+                           "receptors" if by_bound else "amount/µm^ndim")
+            below = a.get("below", False)
+            if not isinstance(below, bool):
+                raise c.err(f"{ak}.below", f"must be true or false, got {_kind(below)}", "write below = true")
+            act = {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
+        if tname not in types:
+            types.append(tname)
+        pops.append({"type": types.index(tname), "pos": pos, "sec": sec, "upt": upt, "vol": vol, "rec": recs,
+                     "act": act, "n": n})
+        pop_cfg.append({"type": tname, "placement": placement, **place_cfg, "count": n, "secretion": sec,
+                        "uptake": upt, "volume": vol, "receptors": recs,
+                        **({"activation": act} if act else {})})
+    config["cells"] = pop_cfg
+
+    # [[responses]]
+    resp_raw = raw.get("responses", [])
+    if isinstance(resp_raw, dict):
+        resp_raw = [resp_raw]
+    if not isinstance(resp_raw, list):
+        raise c.err("responses", "must be [[responses]] tables", "write each rule as a [[responses]] table")
+    responses, resp_cfg = [], []
+    for i, rr in enumerate(resp_raw):
+        key = f"responses[{i}]"
+        rr = c.table(rr, key)
+        c.keys(rr, key, _RESPONSE, required=("target", "signal", "max", "K"))
+        tgt = c.substrate_name(rr["target"], f"{key}.target", names)
+        sig = c.substrate_name(rr["signal"], f"{key}.signal", names)
+        kind = c.string(rr.get("kind", "bound"), f"{key}.kind", ("bound", "concentration"))
+        param = c.string(rr.get("parameter", "secretion"), f"{key}.parameter", ("secretion", "uptake"))
+        ct = rr.get("cell_type")
+        ct_id = None
+        if ct is not None:
+            ct = c.string(ct, f"{key}.cell_type")
+            if ct not in types:
+                close = difflib.get_close_matches(ct, types, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
+                            f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
+            ct_id = types.index(ct)
+        if kind == "bound":
+            who = [ct] if ct is not None else types
+            lacking = [t for t in who if sig not in type_receptors.get(t, set())]
+            if lacking:
+                raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
+                            f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
+        vals = {"max": c.number(rr["max"], f"{key}.max", param),
+                "K": c.number(rr["K"], f"{key}.K", "receptors" if kind == "bound" else "amount/µm^ndim",
+                              positive=True),
+                "n": c.number(rr.get("n", 1.0), f"{key}.n", "Hill exponent", positive=True),
+                "basal": c.number(rr.get("basal", 0.0), f"{key}.basal", param)}
+        responses.append(Response(tgt, sig, vals["max"], vals["K"], n=vals["n"], basal=vals["basal"],
+                                  parameter=param, kind=kind, cell_type=ct_id))
+        resp_cfg.append({"target": tgt, "signal": sig, **vals, "cell_type": ct, "parameter": param, "kind": kind})
+    config["responses"] = resp_cfg
+
+    # [vessel]
+    mask = None
+    value = np.zeros((n_sub,))
+    if "vessel" in raw:
+        mask, value, vcfg = _vessel(c, raw["vessel"], grid, names)
+        config["vessel"] = vcfg
+
+    if mask is not None and run.solver in ("implicit", "lod"):
+        for sc_ in sub_cfg:
+            per = [f for f, v in sc_["boundary"].items() if v == "periodic"]
+            if per:
+                raise c.err("vessel", f"held voxels with a periodic axis ({sc_['name']!r} boundary {per[0]!r}) "
+                            f"are not supported by solver = {run.solver!r}",
+                            "drop the periodic boundary or set run.solver = \"explicit\"")
+    try:
+        model = Model(grid, substrates, solver=run.solver, coupling=run.coupling, dirichlet_mask=mask,
+                      dirichlet_value=value, responses=responses)
+    except ValueError as e:
+        raise c.err("run", str(e), "check the [run] and [[responses]] tables") from None
+
+    cells = None
+    n_tot = sum(p["n"] for p in pops)
+    act = {"signal": -np.ones((n_tot,), np.int64), "bound": np.zeros((n_tot,), np.int64),
+           "threshold": np.zeros((n_tot,)), "below": np.zeros((n_tot,), np.int64)}
+    if n_tot:
+        pos = np.concatenate([p["pos"] for p in pops])
+        tid = np.concatenate([np.full((p["n"],), p["type"]) for p in pops])
+        sec = np.zeros((n_tot, n_sub))
+        upt = np.zeros((n_tot, n_sub))
+        vol = np.zeros((n_tot,))
+        rec = {f: np.zeros((n_tot, n_sub)) for f in _RECEPTOR}
+        any_rec = False
+        start = 0
+        for p in pops:
+            sl = slice(start, start + p["n"])
+            for j, nm in enumerate(names):
+                sec[sl, j] = p["sec"].get(nm, 0.0)
+                upt[sl, j] = p["upt"].get(nm, 0.0)
+                if nm in p["rec"]:
+                    any_rec = True
+                    for f in _RECEPTOR:
+                        rec[f][sl, j] = p["rec"][nm][f]
+            vol[sl] = p["vol"]
+            if p["act"]:
+                a = p["act"]
+                act["signal"][sl] = names.index(a["signal"])
+                act["bound"][sl] = int(a["bound"])
+                act["threshold"][sl] = a["threshold"]
+                act["below"][sl] = int(a["below"])
+            start += p["n"]
+        receptors = Receptors(**rec) if any_rec else None
+        try:
+            cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid)
+            cells = cells.conform(grid, n_sub)
+        except ValueError as e:
+            raise c.err("cells", str(e), "check the [[cells]] tables") from None
+    initial = np.asarray([s["initial"] for s in sub_cfg])
+    return Scenario(name=name, source=label, config=config, text=text, model=model, cells=cells, run=run,
+                    types=tuple(types), initial=initial, activation=act)
+
+
+def _boundary(c: _Checker, value: Any, key: str, ndim: int) -> tuple[dict, dict]:
+    tab = c.table(value, key)
+    faces = FACES[: 2 * ndim]
+    axes = AXES[:ndim]
+    out, cfg = {}, {}
+    for face, cond in tab.items():
+        fk = _join(key, face)
+        if face not in faces and face not in axes:
+            raise c.err(fk, f"unknown face {face!r} for a {ndim}D grid",
+                        f"use one of {', '.join(faces)} or an axis name {', '.join(axes)}")
+        if isinstance(cond, str):
+            kind = c.string(cond, fk, ("periodic", "noflux"))
+            if kind == "periodic":
+                if face not in axes:
+                    raise c.err(fk, "periodic applies to a whole axis",
+                                f'write "{face[0]}" = "periodic" instead of "{face}"')
+                out[face] = Periodic()
+            else:
+                out[face] = Flux(0.0)
+            cfg[face] = kind
+            continue
+        ct = c.table(cond, fk)
+        if len(ct) != 1 or next(iter(ct)) not in ("flux", "dirichlet"):
+            raise c.err(fk, f"must be {{ flux = value }}, {{ dirichlet = value }}, \"periodic\" or \"noflux\", "
+                        f"got {cond!r}", 'e.g. "x-" = { flux = 1.0 }')
+        kind, v = next(iter(ct.items()))
+        if kind == "flux":
+            out[face] = Flux(c.number(v, _join(fk, kind), "amount/(µm^(ndim-1)·s)", nonneg=False))
+        else:
+            out[face] = Dirichlet(c.number(v, _join(fk, kind), "amount/µm^ndim"))
+        cfg[face] = {kind: float(v)}
+    return out, cfg
+
+
+def _in_domain(c: _Checker, key: str, lo: np.ndarray, hi: np.ndarray, lo_dom: np.ndarray,
+               hi_dom: np.ndarray) -> None:
+    tol = 1e-9 * np.maximum(1.0, np.abs(hi_dom))
+    if np.any(lo < lo_dom - tol) or np.any(hi > hi_dom + tol):
+        raise c.err(key, f"the region [{lo.tolist()}, {hi.tolist()}] µm leaves the domain "
+                    f"[{lo_dom.tolist()}, {hi_dom.tolist()}] µm", "move it inside or enlarge [grid]")
+
+
+def _box(c: _Checker, p: dict, key: str, ndim: int, lo_dom: np.ndarray,
+         hi_dom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.asarray(c.vector(p["lo"], f"{key}.lo", ndim, "µm", nonneg=False)) if "lo" in p else lo_dom
+    hi = np.asarray(c.vector(p["hi"], f"{key}.hi", ndim, "µm", nonneg=False)) if "hi" in p else hi_dom
+    if np.any(hi < lo):
+        raise c.err(f"{key}.hi", f"hi = {hi.tolist()} lies below lo = {lo.tolist()}", "make hi >= lo on every axis")
+    _in_domain(c, f"{key}.lo", lo, hi, lo_dom, hi_dom)
+    return lo, hi
+
+
+def _place(c: _Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: np.ndarray, hi_dom: np.ndarray,
+           rng: np.random.Generator, base: Path) -> tuple[np.ndarray, dict]:
+    """Cell positions ``(n, ndim)`` µm for one population, and its placement config."""
+    ndim = grid.ndim
+    if placement == "random":
+        if "count" not in p:
+            raise c.err(f"{key}.count", "missing", "random placement needs count = <number of cells>")
+        n = c.integer(p["count"], f"{key}.count")
+        lo, hi = _box(c, p, key, ndim, lo_dom, hi_dom)
+        return lo + (hi - lo) * rng.random((n, ndim)), {"lo": lo.tolist(), "hi": hi.tolist()}
+    if placement == "sphere":
+        for k in ("count", "center", "radius"):
+            if k not in p:
+                raise c.err(f"{key}.{k}", "missing", "sphere placement needs count, center and radius")
+        n = c.integer(p["count"], f"{key}.count")
+        ctr = np.asarray(c.vector(p["center"], f"{key}.center", ndim, "µm", nonneg=False))
+        rad = c.number(p["radius"], f"{key}.radius", "µm", positive=True)
+        _in_domain(c, f"{key}.radius", ctr - rad, ctr + rad, lo_dom, hi_dom)
+        d = rng.normal(size=(n, ndim))
+        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+        r = rad * rng.random((n, 1)) ** (1.0 / ndim)
+        return ctr + r * d, {"center": ctr.tolist(), "radius": rad}
+    if placement == "lattice":
+        if "spacing" not in p:
+            raise c.err(f"{key}.spacing", "missing", "lattice placement needs spacing = <µm between cells>")
+        sp = np.asarray(c.vector(p["spacing"], f"{key}.spacing", ndim, "µm", positive=True))
+        lo, hi = _box(c, p, key, ndim, lo_dom, hi_dom)
+        counts = np.floor((hi - lo) / sp + 1e-9).astype(int)
+        if np.any(counts < 1):
+            raise c.err(f"{key}.spacing", f"spacing {sp.tolist()} µm fits no cell in [{lo.tolist()}, {hi.tolist()}]",
+                        "use a smaller spacing or a larger box")
+        if np.prod(counts) > 10_000_000:
+            raise c.err(f"{key}.spacing", f"gives {int(np.prod(counts))} cells", "use a larger spacing")
+        axes = [lo[a] + (np.arange(counts[a]) + 0.5) * sp[a] for a in range(ndim)]
+        pos = np.stack([m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")], axis=1)
+        return pos, {"lo": lo.tolist(), "hi": hi.tolist(), "spacing": sp.tolist()}
+    # csv
+    if "file" not in p:
+        raise c.err(f"{key}.file", "missing", "csv placement needs file = \"cells.csv\" (x,y,z columns, µm)")
+    fname = c.string(p["file"], f"{key}.file")
+    path = (base / fname) if not Path(fname).is_absolute() else Path(fname)
+    pos = _read_csv(c, path, f"{key}.file", ndim, lo_dom, hi_dom)
+    return pos, {"file": fname}
+
+
+def _read_csv(c: _Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, hi_dom: np.ndarray) -> np.ndarray:
+    cols = list(AXES[:ndim])
+    if not path.is_file():
+        raise c.err(key, f"cell file {str(path)!r} does not exist", "give a path relative to the scenario file")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ScenarioError(str(path), "", f"cannot read the cell file ({e.__class__.__name__})",
+                            "give a UTF-8 CSV with a header row x,y,z") from None
+    rows = [r for r in rows if any(x.strip() for x in r)]
+    if not rows:
+        raise ScenarioError(str(path), "", "the cell file is empty",
+                            f"write a header row {','.join(cols)} and one row per cell")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [a for a in cols if a not in header]
+    if missing:
+        raise ScenarioError(str(path), "header", f"missing column(s) {', '.join(missing)} (got {rows[0]})",
+                            f"the first row must name the columns {','.join(cols)} (µm)")
+    idx = [header.index(a) for a in cols]
+    pos = np.zeros((len(rows) - 1, ndim))
+    for i, row in enumerate(rows[1:], start=2):
+        for j, (a, k) in enumerate(zip(cols, idx, strict=True)):
+            try:
+                v = float(row[k])
+            except (IndexError, ValueError):
+                got = row[k] if k < len(row) else "nothing"
+                raise ScenarioError(str(path), f"line {i}, column {a}", f"expected a number (µm), got {got!r}",
+                                    "fix that cell's position") from None
+            if not np.isfinite(v):
+                raise ScenarioError(str(path), f"line {i}, column {a}", f"position {v} is not finite",
+                                    "give a finite number of µm")
+            pos[i - 2, j] = v
+        tol = 1e-9 * np.maximum(1.0, np.abs(hi_dom))
+        if np.any(pos[i - 2] < lo_dom - tol) or np.any(pos[i - 2] > hi_dom + tol):
+            raise ScenarioError(str(path), f"line {i}", f"cell at {pos[i - 2].tolist()} µm lies outside the domain "
+                                f"[{lo_dom.tolist()}, {hi_dom.tolist()}] µm", "move it inside or enlarge [grid]")
+    return pos
+
+
+def _vessel(c: _Checker, value: Any, grid: Grid, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    v = c.table(value, "vessel")
+    c.keys(v, "vessel", _VESSEL, required=("shape",))
+    shape = c.string(v["shape"], "vessel.shape", ("box", "sphere", "cylinder"))
+    need = {"box": ("lo", "hi"), "sphere": ("center", "radius"), "cylinder": ("axis", "center", "radius")}[shape]
+    for k in ("lo", "hi", "center", "radius", "axis"):
+        if k in v and k not in need:
+            raise c.err(f"vessel.{k}", f"does not apply to shape = {shape!r}",
+                        f"{shape!r} takes {', '.join(need)}; remove {k}")
+        if k in need and k not in v:
+            raise c.err(f"vessel.{k}", "missing", f"shape = {shape!r} needs {', '.join(need)}")
+    ndim = grid.ndim
+    mesh = np.stack(grid.mesh())  # (ndim, *shape)
+    cfg: dict[str, Any] = {"shape": shape}
+    if shape == "box":
+        lo = np.asarray(c.vector(v["lo"], "vessel.lo", ndim, "µm", nonneg=False))
+        hi = np.asarray(c.vector(v["hi"], "vessel.hi", ndim, "µm", nonneg=False))
+        ex = (slice(None),) + (None,) * ndim
+        mask = np.all((mesh >= lo[ex]) & (mesh <= hi[ex]), axis=0)
+        cfg.update(lo=lo.tolist(), hi=hi.tolist())
+    elif shape == "sphere":
+        ctr = np.asarray(c.vector(v["center"], "vessel.center", ndim, "µm", nonneg=False))
+        rad = c.number(v["radius"], "vessel.radius", "µm", positive=True)
+        d2 = sum((mesh[a] - ctr[a]) ** 2 for a in range(ndim))
+        mask = d2 <= rad**2
+        cfg.update(center=ctr.tolist(), radius=rad)
+    else:
+        if ndim != 3:
+            raise c.err("vessel.shape", f"a cylinder needs a 3D grid (this one is {ndim}D)",
+                        "use shape = \"sphere\" (a disc in 2D) or \"box\"")
+        axis = c.string(v["axis"], "vessel.axis", AXES)
+        ai = AXES.index(axis)
+        others = [a for a in range(3) if a != ai]
+        ctr = np.asarray(c.vector(v["center"], "vessel.center", 2, "µm", nonneg=False))
+        rad = c.number(v["radius"], "vessel.radius", "µm", positive=True)
+        d2 = sum((mesh[a] - ctr[j]) ** 2 for j, a in enumerate(others))
+        mask = d2 <= rad**2
+        cfg.update(axis=axis, center=ctr.tolist(), radius=rad)
+    if not mask.any():
+        raise c.err("vessel", "the vessel contains no voxel centre", "enlarge it or move it inside the domain")
+    vals = c.per_substrate(v.get("value", {}), "vessel.value", names, "amount/µm^ndim")
+    value = np.asarray([vals.get(nm, 0.0) for nm in names])
+    cfg["value"] = {nm: float(x) for nm, x in zip(names, value, strict=True)}
+    cfg["voxels"] = int(mask.sum())
+    return mask, value, cfg
