@@ -3,6 +3,7 @@
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import Grid
+from jaxcell.inference import FitResult, fit
 from jaxcell.model import Model, State
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cells",
     "Dirichlet",
+    "FitResult",
     "Flux",
     "Grid",
     "Model",
@@ -24,6 +26,7 @@ __all__ = [
     "Substrate",
     "Trajectory",
     "budget",
+    "fit",
     "shard",
     "simulate",
     "steady_state",

@@ -1,0 +1,591 @@
+"""Differentiable inference: fit positive model parameters to measured data.
+
+Protocol. The user writes ``predict(params) -> array`` where ``params`` is a dict
+of positive scalars (any units: µm²/s, 1/s, ...) and the output has the shape of
+``observed``. :func:`fit` minimises ``0.5 * Σ r²`` over ``θ = log(params)`` with
+a Levenberg–Marquardt (LM) loop on the residual vector ``r(θ)``; JAX
+differentiates through ``predict`` (and so through :func:`jaxcell.simulate` or
+:func:`jaxcell.steady_state`) to get the Jacobian ``J = ∂r/∂θ``, forward mode
+(``jax.jacfwd``) when there are fewer parameters than residuals, reverse mode
+(``jax.jacrev``) otherwise. The value-and-Jacobian function is compiled once
+per fit: LM iterations never retrace ``predict``.
+
+Residuals (``o``: observed, ``y``: prediction, both flattened):
+
+* ``noise="additive"``: ``r = w (o − a y − b)``, ``w = 1/sigma`` (1 if not given);
+* ``noise="multiplicative"``: ``r = w (log o − log y − log a)`` (log-normal
+  noise; needs ``o > 0``; no offset).
+
+Nuisance parameters (``a`` an intensity scale, ``b`` an offset) are eliminated
+in closed form for every ``θ`` (variable projection, Golub & Pereyra 1973,
+*SIAM J. Numer. Anal.* 10:413): the optimal ``a`` (and ``b``) solve a tiny
+linear least-squares problem, and differentiating the projected residual gives
+the Jacobian whose ``JᵀJ`` is the Fisher information of ``θ`` with the
+nuisances profiled out (the Schur complement), so the standard errors account
+for them.
+
+Uncertainty. ``cov = s² (JᵀJ)⁻¹`` in log-parameters, with ``s² = Σ r²/(n − P −
+n_nuisance)`` when ``sigma`` is not given, else ``s² = 1``. ``stderr[name]`` is
+the standard error of ``log(param)``, i.e. the *relative* error of ``param``
+(0.05 means ±5 %). Directions of θ-space along which the Fisher matrix is
+(numerically) singular, or along which the standard deviation exceeds
+``max_log_sd`` (a factor ``e`` by default), are reported in ``unidentified``
+and explained in ``warnings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcell._node import float_dtype
+
+__all__ = ["FitResult", "fit", "objective"]
+
+NUISANCES = (None, "scale", "scale+offset")
+NOISES = ("additive", "multiplicative")
+MODES = (None, "forward", "reverse")
+_N_NUISANCE = {None: 0, "scale": 1, "scale+offset": 2}
+
+Predict = Callable[[dict[str, jax.Array]], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        params: fitted values, name -> float, in the units ``predict`` uses.
+        stderr: name -> standard error of ``log(param)`` = relative error of
+            the parameter (0.05: ±5 %, one s.d.); ``inf`` for a parameter
+            that lies in an unidentified direction.
+        correlation: ``(P, P)`` correlation of the log-parameters (order of
+            ``names``), from the pseudo-inverse of the Fisher matrix.
+        covariance: ``(P, P)`` covariance of the log-parameters ``s² (JᵀJ)⁺``.
+        loss: history of ``0.5 Σ r²`` (residuals as in the module docstring):
+            the value at the start (after any warm-up), then one entry per LM
+            iteration (and one after a fallback).
+        converged: whether a tolerance was met before ``maxiter``.
+        unidentified: directions in log-parameter space that the data do not
+            constrain, each a dict name -> unit-vector coefficient (small
+            entries dropped), e.g. ``[{"D": 0.71, "k": 0.71}]``.
+        warnings: sentences for people (non-identifiability, large errors,
+            no convergence, parameters at a bound).
+        names: parameter names, in the order of ``correlation``.
+        scale: fitted intensity scale ``a`` (None without a nuisance).
+        offset: fitted offset ``b`` (None unless ``nuisance="scale+offset"``).
+        sigma: noise standard deviation, estimated from the residuals (units of
+            ``observed``, or of ``log observed`` for multiplicative noise), or 1
+            when ``sigma=`` weights were given (residuals are then in s.d. units).
+        iterations: LM iterations used.
+        residuals: final residual vector ``(n,)`` (weighted/log as fitted).
+    """
+
+    params: dict[str, float]
+    stderr: dict[str, float]
+    correlation: np.ndarray
+    covariance: np.ndarray
+    loss: np.ndarray
+    converged: bool
+    unidentified: list[dict[str, float]]
+    warnings: list[str]
+    names: tuple[str, ...]
+    scale: float | None = None
+    offset: float | None = None
+    sigma: float = float("nan")
+    iterations: int = 0
+    residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+
+# --------------------------------------------------------------------------- residuals
+
+
+def _check_options(nuisance: Any, noise: Any, mode: Any) -> None:
+    if nuisance not in NUISANCES:
+        raise ValueError(f"nuisance must be one of {NUISANCES}, got {nuisance!r}")
+    if noise not in NOISES:
+        raise ValueError(f"noise must be 'additive' or 'multiplicative', got {noise!r}")
+    if noise == "multiplicative" and nuisance == "scale+offset":
+        raise ValueError("noise='multiplicative' works on log data, where an additive offset has no closed form: "
+                         "use nuisance='scale' (or None), or noise='additive' with nuisance='scale+offset'")
+    if mode not in MODES:
+        raise ValueError(f"mode must be None (automatic), 'forward' or 'reverse', got {mode!r}")
+
+
+def _check_observed(observed: Any, noise: str) -> np.ndarray:
+    try:
+        obs = np.asarray(observed, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("observed must be an array of numbers") from None
+    if obs.size == 0:
+        raise ValueError("observed is empty")
+    if np.isnan(obs).any():
+        bad = np.argwhere(np.isnan(obs))[0].tolist()
+        raise ValueError(f"observed{bad} is NaN: remove missing points (and the matching predictions) before fitting")
+    if not np.isfinite(obs).all():
+        raise ValueError("observed holds infinite values")
+    if noise == "multiplicative" and (obs <= 0).any():
+        bad = np.argwhere(obs <= 0)[0].tolist()
+        raise ValueError(f"noise='multiplicative' fits log(observed), but observed{bad} = {obs[tuple(bad)]} is not "
+                         "positive: drop non-positive points or use noise='additive'")
+    return obs
+
+
+def _check_sigma(sigma: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    if sigma is None:
+        return None
+    s = np.asarray(sigma, dtype=np.float64)
+    try:
+        s = np.broadcast_to(s, shape)
+    except ValueError:
+        raise ValueError(f"sigma must be a scalar or broadcast to observed's shape {shape}, got {s.shape}") from None
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("sigma must be finite and > 0 everywhere (one standard deviation per observation)")
+    return s
+
+
+def _check_init(init: Any) -> tuple[tuple[str, ...], np.ndarray]:
+    if not isinstance(init, Mapping) or not init:
+        raise ValueError("init must be a non-empty dict name -> positive starting value")
+    names = tuple(init)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"init keys must be parameter names (str), got {names}")
+    vals = []
+    for n in names:
+        try:
+            v = float(np.asarray(init[n], dtype=np.float64).reshape(()))
+        except (TypeError, ValueError):
+            raise ValueError(f"init[{n!r}] must be a scalar number, got {init[n]!r}") from None
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"init[{n!r}] = {v}: parameters are fitted in log space and must start > 0 "
+                             "(fit a signed quantity through a positive reparametrisation)")
+        vals.append(v)
+    return names, np.log(np.asarray(vals))
+
+
+def _check_bounds(bounds: Any, names: tuple[str, ...], theta0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(len(names), -np.inf)
+    hi = np.full(len(names), np.inf)
+    if bounds is None:
+        return lo, hi
+    if not isinstance(bounds, Mapping):
+        raise ValueError("bounds must be a dict name -> (low, high) in the parameter's units (None: unbounded)")
+    for n, b in bounds.items():
+        if n not in names:
+            raise ValueError(f"bounds names {n!r}, which init lacks ({list(names)})")
+        try:
+            low, high = b
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{n!r}] must be a pair (low, high), got {b!r}") from None
+        i = names.index(n)
+        if low is not None:
+            if not low > 0:
+                raise ValueError(f"bounds[{n!r}] low = {low} must be > 0 (parameters are positive)")
+            lo[i] = math.log(low)
+        if high is not None:
+            if not high > 0:
+                raise ValueError(f"bounds[{n!r}] high = {high} must be > 0")
+            hi[i] = math.log(high)
+        if lo[i] > hi[i]:
+            raise ValueError(f"bounds[{n!r}] = {b!r} has low > high")
+        if not lo[i] - 1e-12 <= theta0[i] <= hi[i] + 1e-12:
+            raise ValueError(f"init[{n!r}] = {math.exp(theta0[i]):g} lies outside bounds {b!r}")
+    return lo, hi
+
+
+def _nuisance(y: jax.Array, o: jax.Array, w2: jax.Array, nuisance: str | None,
+              noise: str) -> tuple[jax.Array, jax.Array]:
+    """Closed-form optimal (scale, offset) for prediction ``y`` and data ``o`` (flat).
+
+    Additive: weighted linear least squares of ``o ≈ a y + b``; multiplicative:
+    ``log a`` is the weighted mean log-ratio. A degenerate design (``y`` all
+    zero, or constant with an offset) gives ``a = 0`` rather than NaN.
+    """
+    one, zero = jnp.ones((), y.dtype), jnp.zeros((), y.dtype)
+    if nuisance is None:
+        return one, zero
+    if noise == "multiplicative":
+        return jnp.exp(jnp.sum(w2 * (jnp.log(o) - jnp.log(y))) / jnp.sum(w2)), zero
+    if nuisance == "scale":
+        syy = jnp.sum(w2 * y * y)
+        ok = syy > 0
+        return jnp.where(ok, jnp.sum(w2 * y * o) / jnp.where(ok, syy, 1), 0), zero
+    sw = jnp.sum(w2)
+    ym, om = jnp.sum(w2 * y) / sw, jnp.sum(w2 * o) / sw
+    vyy = jnp.sum(w2 * (y - ym) ** 2)
+    ok = vyy > 1e-30 * jnp.maximum(jnp.sum(w2 * y * y), 1e-300)
+    a = jnp.where(ok, jnp.sum(w2 * (y - ym) * (o - om)) / jnp.where(ok, vyy, 1), 0)
+    return a, om - a * ym
+
+
+def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
+                   noise: str) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, tuple]]:
+    """``(theta (P,), o (n,), w (n,)) -> (r (n,), (scale, offset))``: the projected residual (not jitted).
+
+    ``o`` is the flattened data, ``w`` the weights ``1/sigma``; both are arguments
+    (not constants) so that one compiled function serves every data set.
+    """
+    def residual(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple]:
+        p = {n: jnp.exp(theta[i]) for i, n in enumerate(names)}
+        y = jnp.asarray(predict(p))
+        if tuple(y.shape) != shape:
+            raise ValueError(f"predict(params) returned shape {tuple(y.shape)} but observed has shape {shape}; "
+                             "they must match element for element")
+        y = y.reshape(-1).astype(o.dtype)
+        a, b = _nuisance(y, o, w * w, nuisance, noise)
+        if noise == "multiplicative":
+            r = w * (jnp.log(o) - jnp.log(y) - jnp.log(a))
+        else:
+            r = w * (o - a * y - b)
+        return r, (a, b)
+
+    return residual
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None, noise: str,
+              mode: str) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, tuple]]:
+    """Jitted ``(theta, o, w) -> (r, J = ∂r/∂theta, (scale, offset))``, cached per predict and options.
+
+    One trace of ``predict`` per cache entry: LM iterations and repeated fits of
+    new data with the same ``predict`` reuse the compiled code. Holds a
+    reference to the 16 most recent ``predict`` functions.
+    """
+    residual = _make_residual(predict, names, shape, nuisance, noise)
+    jac = jax.jacfwd if mode == "forward" else jax.jacrev
+
+    def value_and_jac(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, tuple]:
+        def both(t: jax.Array) -> tuple[jax.Array, tuple]:
+            r, ab = residual(t, o, w)
+            return r, (r, ab)
+
+        j, (r, ab) = jac(both, has_aux=True)(theta)
+        return r, j, ab
+
+    return jax.jit(value_and_jac)
+
+
+def _data(obs: np.ndarray, sigma: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
+    dtype = float_dtype()
+    w = 1.0 / sigma.reshape(-1) if sigma is not None else np.ones(obs.size)
+    return jnp.asarray(obs.reshape(-1), dtype), jnp.asarray(w, dtype)
+
+
+def objective(predict: Predict, observed: Any, *, nuisance: str | None = None, noise: str = "additive",
+              sigma: Any = None) -> Callable[[dict[str, Any]], jax.Array]:
+    """The loss :func:`fit` minimises, as a differentiable function of the parameters.
+
+    Returns ``loss(params) = 0.5 Σ r²`` (scalar) with the nuisances eliminated
+    in closed form; ``params`` is a dict of positive values in natural units,
+    so ``jax.grad(loss)(params)`` is ``∂loss/∂param`` (not the log-gradient).
+    Arguments as in :func:`fit`.
+    """
+    _check_options(nuisance, noise, None)
+    obs = _check_observed(observed, noise)
+    sig = _check_sigma(sigma, obs.shape)
+
+    o, w = _data(obs, sig)
+
+    def loss(params: dict[str, Any]) -> jax.Array:
+        names = tuple(params)
+        res = _make_residual(predict, names, obs.shape, nuisance, noise)
+        theta = jnp.log(jnp.stack([jnp.asarray(params[n], float_dtype()) for n in names]))
+        r, _ = res(theta, o, w)
+        return 0.5 * jnp.sum(r * r)
+
+    return loss
+
+
+# --------------------------------------------------------------------------- identifiability
+
+
+def _direction(v: np.ndarray, names: tuple[str, ...], cut: float = 0.05) -> dict[str, float]:
+    v = v / np.linalg.norm(v)
+    v = v * np.sign(v[np.argmax(np.abs(v))])
+    return {n: float(round(c, 3)) for n, c in zip(names, v, strict=True) if abs(c) >= cut}
+
+
+def _exponent(x: float) -> str:
+    f = Fraction(x).limit_denominator(4)
+    if abs(float(f) - x) > 0.02:
+        return f"{x:.2f}"
+    return str(f.numerator) if f.denominator == 1 else f"({f.numerator}/{f.denominator})"
+
+
+def _monomial(coef: Mapping[str, float]) -> str:
+    parts = []
+    for n, c in coef.items():
+        e = _exponent(c)
+        parts.append(n if e == "1" else f"{n}^{e}")
+    return "·".join(parts)
+
+
+def _unidentified_message(d: dict[str, float]) -> str:
+    names = list(d)
+    if len(names) == 1:
+        return (f"the data do not determine {names[0]}: the fit is unchanged when it varies "
+                "(log standard deviation above the threshold or Fisher matrix singular along it)")
+    moving = _monomial({n: c / abs(d[names[0]]) for n, c in d.items()})
+    msg = (f"{', '.join(names[:-1])} and {names[-1]} are not identified separately: the fit is (nearly) "
+           f"unchanged along the log-parameter direction {d}, so {moving} is not determined")
+    if len(names) == 2:
+        a, b = names
+        ra = d[b] / d[a]  # orthogonal combination a^1 · b^(-d_a/d_b)... normalised on a
+        comb = _monomial({a: 1.0, b: -1.0 / ra})
+        msg += f"; only {comb} is determined"
+        if abs(abs(ra) - 1) < 0.02 and ra > 0:
+            msg += f" (e.g. a decay length λ = √({a}/{b}) when {a} is a diffusivity and {b} a rate)"
+    return msg
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance: str | None = None,
+        noise: str = "additive", sigma: Any = None, bounds: Mapping[str, tuple] | None = None,
+        mode: str | None = None, maxiter: int = 100, ftol: float = 1e-10, xtol: float = 1e-10,
+        gtol: float = 1e-10, max_log_sd: float = 1.0, rel_error_warn: float = 0.1, warmup_steps: int = 0,
+        fallback_steps: int = 100, adam_lr: float = 0.05) -> FitResult:
+    """Fit positive parameters of ``predict`` to ``observed`` by Levenberg–Marquardt in log space.
+
+    Args:
+        predict: ``params -> prediction`` with ``params`` a dict of positive
+            scalars (traced) and the prediction shaped like ``observed``. Must
+            be a JAX-traceable function (e.g. built on :func:`jaxcell.simulate`
+            with concrete ``save_at`` times).
+        observed: measurements, any shape; no NaN.
+        init: name -> starting value (> 0). Fitted in ``log`` space.
+        nuisance: None, ``"scale"`` (unknown intensity factor ``a``: fluorescence
+            in arbitrary units) or ``"scale+offset"`` (``a y + b``, additive
+            noise only). Eliminated in closed form (variable projection).
+        noise: ``"additive"`` (residuals ``obs − pred``) or
+            ``"multiplicative"`` (``log obs − log pred``; log-normal noise;
+            ``observed`` must be > 0).
+        sigma: optional standard deviation per observation (scalar or
+            broadcastable to ``observed``; for multiplicative noise, of
+            ``log observed``). Residuals are divided by it and the error scale
+            is then 1 (not re-estimated).
+        bounds: optional name -> ``(low, high)`` in the parameter's units
+            (either may be None); steps are clipped to them.
+        mode: Jacobian mode: None (forward when parameters ≤ residuals, else
+            reverse), ``"forward"`` (``jax.jacfwd``) or ``"reverse"`` (``jax.jacrev``).
+        maxiter: maximum LM iterations (each one evaluates residuals and Jacobian once).
+        ftol, xtol, gtol: convergence on the relative loss decrease of an
+            accepted step, on the step length in log space, and on the largest
+            cosine between the residual and a Jacobian column.
+        max_log_sd: a direction of log-parameter space whose standard deviation
+            exceeds this is reported as unidentified (1.0: a factor e).
+        rel_error_warn: warn about any parameter whose relative standard error
+            exceeds this (0.1: 10 %).
+        warmup_steps: Adam steps (``optax.adam``) on the loss before LM starts
+            (default 0); can help from a start far from the data.
+        fallback_steps: when LM stalls (the damping grows by 1e12 without an
+            accepted step) before a tolerance is met, this many Adam steps are
+            taken, once, and LM resumes from the best point seen.
+        adam_lr: Adam's learning rate, in log-parameter units per step.
+
+    LM is a local method: a start on the wrong side of a flat region (e.g. a
+    relaxation time far shorter than the first snapshot) can end on a poor
+    local minimum; a large ``sigma`` (estimated noise) or an ``unidentified``
+    report at the end are the symptoms. Start from physically plausible values.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: bad options, non-positive ``init``, NaN in ``observed``,
+            non-positive ``observed`` with multiplicative noise, a prediction
+            whose shape differs from ``observed``, or a prediction at ``init``
+            that is not finite (or not positive, with multiplicative noise).
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from jaxcell.inference import fit
+        >>> x = np.linspace(0.0, 50.0, 11)
+        >>> obs = 3.0 * np.exp(-x / 20.0)
+        >>> res = fit(lambda p: jnp.exp(-x / p["lam"]), obs, {"lam": 10.0}, nuisance="scale")
+        >>> round(res.params["lam"], 3), round(res.scale, 3)
+        (20.0, 3.0)
+    """
+    _check_options(nuisance, noise, mode)
+    obs = _check_observed(observed, noise)
+    sig = _check_sigma(sigma, obs.shape)
+    names, theta0 = _check_init(init)
+    lo, hi = _check_bounds(bounds, names, theta0)
+    maxiter = int(maxiter)
+    if maxiter < 0:
+        raise ValueError(f"maxiter must be >= 0, got {maxiter}")
+    n, p_count = obs.size, len(names)
+    n_nuis = _N_NUISANCE[nuisance]
+    dtype = float_dtype()
+
+    if mode is None:
+        mode = "forward" if p_count <= n else "reverse"
+    try:
+        evaluate = _compiled(predict, names, obs.shape, nuisance, noise, mode)
+    except TypeError:  # an unhashable callable: compile for this fit only
+        evaluate = _compiled.__wrapped__(predict, names, obs.shape, nuisance, noise, mode)
+    o, w = _data(obs, sig)
+
+    def call(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
+        r, j, (a, b) = evaluate(jnp.asarray(theta, dtype), o, w)
+        r = np.asarray(r, np.float64)
+        j = np.asarray(j, np.float64)
+        loss = 0.5 * float(r @ r)
+        if not (np.isfinite(loss) and np.isfinite(j).all()):
+            loss = np.inf
+        return r, j, (float(a), float(b)), loss
+
+    theta = np.clip(theta0, lo, hi)
+    r, J, ab, loss = call(theta)
+    if not np.isfinite(loss):
+        what = "finite and positive" if noise == "multiplicative" else "finite"
+        raise ValueError(f"predict(init) gives a non-finite loss or Jacobian: the prediction at {dict(init)} must "
+                         f"be {what} (with noise='multiplicative' every predicted value must be > 0)")
+
+    if warmup_steps > 0:
+        theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, int(warmup_steps), adam_lr)
+    history = [loss]
+    warns: list[str] = []
+    converged = False
+    mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
+    nu = 2.0
+    used_fallback = False
+    it = 0
+    while it < maxiter:
+        g = J.T @ r
+        A = J.T @ J
+        if loss == 0.0:
+            converged = True
+            break
+        cols = np.linalg.norm(J, axis=0)
+        rn = math.sqrt(2 * loss)
+        cos = np.abs(g) / np.where(cols > 0, cols * rn, np.inf)
+        if np.max(cos, initial=0.0) <= gtol:
+            converged = True
+            break
+        # free directions only: a parameter at a bound pushing outwards is held
+        at_lo = (theta <= lo) & (g > 0)
+        at_hi = (theta >= hi) & (g < 0)
+        free = ~(at_lo | at_hi)
+        h = np.zeros_like(theta)
+        if free.any():
+            Af = A[np.ix_(free, free)] + mu * np.eye(int(free.sum()))
+            h[free] = -np.linalg.solve(Af, g[free])
+        if np.linalg.norm(h) <= xtol * (np.linalg.norm(theta) + xtol):
+            converged = True
+            break
+        t_new = np.clip(theta + h, lo, hi)
+        h = t_new - theta
+        r_new, J_new, ab_new, loss_new = call(t_new)
+        it += 1
+        predicted = -(g @ h) - 0.5 * h @ A @ h
+        rho = (loss - loss_new) / predicted if predicted > 0 else -1.0
+        if np.isfinite(loss_new) and rho > 0:
+            decrease = loss - loss_new
+            theta, r, J, ab, loss = t_new, r_new, J_new, ab_new, loss_new
+            mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+            nu = 2.0
+            history.append(loss)
+            if decrease <= ftol * loss_new:
+                converged = True
+                break
+        else:
+            history.append(loss)
+            mu *= nu
+            nu *= 2.0
+            scale_a = max(float(np.max(np.diag(A))), 1e-300)
+            if mu > 1e12 * scale_a or not np.isfinite(mu):
+                if used_fallback or fallback_steps <= 0:
+                    break
+                used_fallback = True
+                theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, fallback_steps, adam_lr)
+                history.append(loss)
+                mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
+                nu = 2.0
+
+    if not converged:
+        warns.append(f"the fit did not converge in {it} iterations (maxiter={maxiter}); the loss went from "
+                     f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
+
+    # ---- uncertainty -----------------------------------------------------------------------
+    dof = n - p_count - n_nuis
+    if sig is not None:
+        s2 = 1.0
+    elif dof > 0:
+        s2 = 2.0 * loss / dof
+    else:
+        s2 = float("nan")
+        warns.append(f"{n} observations for {p_count} parameters and {n_nuis} nuisance(s): no degrees of freedom "
+                     "left to estimate the noise level, so standard errors are undefined (give sigma=)")
+    F = J.T @ J
+    evals, evecs = np.linalg.eigh(F)
+    top = max(float(evals[-1]), 1e-300)
+    singular = evals <= 1e-10 * top
+    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
+    cov = s2 * (evecs * inv) @ evecs.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd_dir = np.sqrt(s2 * np.where(singular, np.inf, inv))
+        unident_mask = singular | (sd_dir > max_log_sd)
+    unidentified = [_direction(evecs[:, i], names) for i in np.flatnonzero(unident_mask)]
+    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    weight_null = (evecs[:, singular] ** 2).sum(axis=1) if singular.any() else np.zeros(p_count)
+    se = np.where(weight_null > 1e-4, np.inf, se)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.sqrt(np.diag(cov))
+        corr = cov / np.outer(d, d)
+    for u in unidentified:
+        warns.append(_unidentified_message(u))
+    for i, nm in enumerate(names):
+        if np.isfinite(se[i]) and se[i] > rel_error_warn:
+            warns.append(f"{nm} is poorly determined: relative standard error {100 * se[i]:.0f}% "
+                         f"(above {100 * rel_error_warn:.0f}%); the data constrain it weakly")
+        if np.isfinite(lo[i]) and theta[i] <= lo[i] + 1e-9 or np.isfinite(hi[i]) and theta[i] >= hi[i] - 1e-9:
+            warns.append(f"{nm} = {math.exp(theta[i]):.4g} ended at its bound; its standard error is not meaningful")
+
+    a, b = ab
+    return FitResult(
+        params={nm: float(math.exp(theta[i])) for i, nm in enumerate(names)},
+        stderr={nm: float(se[i]) for i, nm in enumerate(names)},
+        correlation=corr,
+        covariance=cov,
+        loss=np.asarray(history),
+        converged=converged,
+        unidentified=unidentified,
+        warnings=warns,
+        names=names,
+        scale=a if nuisance is not None else None,
+        offset=b if nuisance == "scale+offset" else None,
+        sigma=float(math.sqrt(s2)) if np.isfinite(s2) else float("nan"),
+        iterations=it,
+        residuals=r,
+    )
+
+
+def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: tuple, loss: float,
+          lo: np.ndarray, hi: np.ndarray, steps: int, lr: float) -> tuple:
+    """A few Adam steps on ``0.5 Σ r²`` (gradient ``Jᵀr`` from the same compiled function); keeps the best."""
+    opt = optax.adam(lr)
+    state = opt.init(jnp.asarray(theta))
+    best = (theta, r, J, ab, loss)
+    t = theta
+    g = J.T @ r
+    for _ in range(steps):
+        upd, state = opt.update(jnp.asarray(g), state)
+        t = np.clip(t + np.asarray(upd, np.float64), lo, hi)
+        r_t, J_t, ab_t, loss_t = call(t)
+        if not np.isfinite(loss_t):
+            break
+        g = J_t.T @ r_t
+        if loss_t < best[4]:
+            best = (t, r_t, J_t, ab_t, loss_t)
+    return best

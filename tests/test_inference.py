@@ -1,0 +1,371 @@
+"""Differentiable inference (jc.fit): VERIFICATION.md cases I1, I2, I3, gradients, nuisances, errors, compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import erfc
+
+import jaxcell as jc
+from jaxcell.inference import FitResult, fit, objective
+
+D_TRUE, K_TRUE = 0.10, 2.52e-4  # Dpp, Kicheva et al. 2007 (µm²/s, 1/s)
+LAM_TRUE = float(np.sqrt(D_TRUE / K_TRUE))  # 19.92 µm
+
+
+def _o3(x: np.ndarray, t: np.ndarray, j: float = 1.0) -> np.ndarray:
+    """O3: formation from rest of a 1D gradient with inward flux j at x = 0 (semi-infinite)."""
+    lam, s = LAM_TRUE, np.sqrt(K_TRUE * t)
+    w = np.sqrt(4 * D_TRUE * t)
+    return j / (2 * np.sqrt(D_TRUE * K_TRUE)) * (np.exp(-x / lam) * erfc(x / w - s)
+                                                  - np.exp(x / lam) * erfc(x / w + s))
+
+
+def _steady_predict(grid: jc.Grid, x_obs: np.ndarray, flux: float = 1.0):
+    """Steady profile with inward flux at x = 0 and no flux at the far face, sampled at x_obs (µm)."""
+    points = np.asarray(x_obs, float)[:, None]
+
+    def predict(p):
+        m = jc.Model(grid, [jc.Substrate("Dpp", diffusion=p["D"], decay=p["k"], boundary={"x-": jc.Flux(flux)})])
+        return grid.sample(jc.steady_state(m)[0], points)
+
+    return predict
+
+
+def _timecourse_predict(grid: jc.Grid, t_obs: np.ndarray, x_obs: np.ndarray, dt: float = 30.0):
+    """Formation from rest (flux 1 at x = 0) saved at t_obs (s), sampled at x_obs (µm): (T, M)."""
+    points = np.asarray(x_obs, float)[:, None]
+
+    def predict(p):
+        m = jc.Model(grid, [jc.Substrate("Dpp", diffusion=p["D"], decay=p["k"], boundary={"x-": jc.Flux(1.0)})],
+                     solver="implicit")
+        _, tr = jc.simulate(m, m.init(), t_end=float(t_obs[-1]), dt=dt, save_at=t_obs)
+        return grid.sample(tr.fields[:, 0], points)
+
+    return predict
+
+
+# ----------------------------------------------------------------------------- I1
+
+
+def test_i1_steady_profile_unknown_scale_only_lambda():
+    """I1: a steady profile in arbitrary units determines λ = √(D/k) only; fit lands on the ridge and says so."""
+    grid = jc.Grid((60,), spacing=2.5)  # 150 µm
+    x_obs = np.linspace(5.0, 145.0, 29)
+    predict = _steady_predict(grid, x_obs)
+    clean = np.asarray(predict({"D": D_TRUE, "k": K_TRUE}))
+    rng = np.random.default_rng(11)
+    observed = 3.7 * clean * np.exp(0.05 * rng.standard_normal(clean.shape))
+    res = fit(predict, observed, {"D": 0.05, "k": 1e-4}, nuisance="scale", noise="multiplicative")
+    assert isinstance(res, FitResult) and res.converged
+    lam = np.sqrt(res.params["D"] / res.params["k"])
+    # on the ridge log D − log k = 2 log λ
+    assert abs(np.log(res.params["D"]) - np.log(res.params["k"]) - 2 * np.log(LAM_TRUE)) < 2 * 0.03
+    assert abs(lam / LAM_TRUE - 1) < 0.03
+    assert len(res.unidentified) == 1
+    u = res.unidentified[0]
+    assert set(u) == {"D", "k"}
+    np.testing.assert_allclose([u["D"], u["k"]], [2 ** -0.5, 2 ** -0.5], atol=1e-3)
+    assert any("D·k^-1" in w and "√(D/k)" in w for w in res.warnings), res.warnings
+    assert np.isinf(res.stderr["D"]) and np.isinf(res.stderr["k"])
+    # λ alone is sharply determined: var(log λ) = ¼ (1, −1) Σ (1, −1)ᵀ in the identified subspace
+    v = np.array([0.5, -0.5])
+    se_log_lam = float(np.sqrt(v @ res.covariance @ v))
+    assert 0 < se_log_lam < 0.03
+    assert abs(np.log(lam / LAM_TRUE)) < 3 * se_log_lam + 0.005
+
+
+def test_i1_known_flux_absolute_units_identifies_d_and_k():
+    """I1: with the source flux known and concentrations in absolute units, D and k are identifiable (~2 %)."""
+    grid = jc.Grid((60,), spacing=2.5)
+    x_obs = np.linspace(5.0, 145.0, 29)
+    predict = _steady_predict(grid, x_obs, flux=1.0)
+    clean = np.asarray(predict({"D": D_TRUE, "k": K_TRUE}))
+    rng = np.random.default_rng(12)
+    observed = clean * np.exp(0.05 * rng.standard_normal(clean.shape))
+    res = fit(predict, observed, {"D": 0.05, "k": 1e-4}, noise="multiplicative")
+    assert res.converged and res.unidentified == [] and res.warnings == []
+    for name, true in (("D", D_TRUE), ("k", K_TRUE)):
+        err = np.log(res.params[name] / true)
+        assert res.stderr[name] < 0.025, res.stderr
+        assert abs(err) < 3 * res.stderr[name], (name, err, res.stderr)
+    assert res.scale is None and res.offset is None
+
+
+# ----------------------------------------------------------------------------- I2
+
+
+def test_i2_time_course_identifies_d_and_k():
+    """I2: O3 snapshots 0.5–8 h, 5 % log-normal noise, unknown scale, log residuals: D and k within ±5 %;
+    snapshots only long after 1/(2k) inflate the errors by more than 10× and the fit says so."""
+    grid = jc.Grid((160,), spacing=1.25)  # 200 µm = 10 λ: the far face is invisible
+    x_obs = np.arange(5.0, 61.0, 5.0)
+    t_obs = np.array([0.5, 1.0, 2.0, 4.0, 8.0]) * 3600.0
+    rng = np.random.default_rng(2024)
+    exact = _o3(x_obs[None, :], t_obs[:, None])
+    observed = 2.0 * exact * np.exp(0.05 * rng.standard_normal(exact.shape))
+    res = fit(_timecourse_predict(grid, t_obs, x_obs), observed, {"D": 0.05, "k": 1e-4},
+              nuisance="scale", noise="multiplicative")
+    assert res.converged and res.unidentified == [] and res.warnings == []
+    assert abs(res.params["D"] / D_TRUE - 1) < 0.05
+    assert abs(res.params["k"] / K_TRUE - 1) < 0.05
+    assert res.stderr["D"] < 0.02 and res.stderr["k"] < 0.03  # Cramér–Rao ≈ 0.4 %, 0.9 % for a denser design
+    assert abs(res.scale / 2.0 - 1) < 0.05
+    assert abs(res.sigma / 0.05 - 1) < 0.3  # noise level estimated from the residuals
+
+    late = np.array([6.0, 7.0, 8.0]) * 3600.0  # all ≫ 1/(2k) ≈ 0.55 h: near steady, ridge returns
+    exact_late = _o3(x_obs[None, :], late[:, None])
+    obs_late = 2.0 * exact_late * np.exp(0.05 * rng.standard_normal(exact_late.shape))
+    res_late = fit(_timecourse_predict(grid, late, x_obs), obs_late, {"D": 0.05, "k": 1e-4},
+                   nuisance="scale", noise="multiplicative")
+    assert res_late.stderr["D"] > 10 * res.stderr["D"]
+    assert res_late.stderr["k"] > 10 * res.stderr["k"]
+    assert res_late.warnings, "a weakly determined fit must say so"
+    assert any("poorly determined" in w or "not identified" in w for w in res_late.warnings)
+
+
+# ----------------------------------------------------------------------------- I3
+
+
+def test_i3_dpp_decay_length_on_150um_compartment():
+    """I3: finite compartment (150 µm), 10 % noise: λ = 19.9 ± 1.5 µm; no cosh-vs-exponential bias."""
+    grid = jc.Grid((60,), spacing=2.5)
+    x_obs = np.linspace(2.5, 147.5, 30)
+    points = x_obs[:, None]
+
+    def predict(p):  # parametrised by λ; the amplitude is a nuisance (fluorescence, a.u.)
+        m = jc.Model(grid, [jc.Substrate("Dpp", diffusion=p["lam"] ** 2 * K_TRUE, decay=K_TRUE,
+                                         boundary={"x-": jc.Flux(1.0)})])
+        return grid.sample(jc.steady_state(m)[0], points)
+
+    exact = np.cosh((150.0 - x_obs) / LAM_TRUE) / np.sinh(150.0 / LAM_TRUE)  # O2 shape
+    rng = np.random.default_rng(3)
+    observed = 50.0 * exact * np.exp(0.10 * rng.standard_normal(exact.shape))
+    res = fit(predict, observed, {"lam": 10.0}, nuisance="scale", noise="multiplicative")
+    assert res.converged and res.warnings == []
+    assert abs(res.params["lam"] - 19.9) < 1.5
+    assert 0.005 < res.stderr["lam"] < 0.075  # relative; 1.5 µm ≈ 7.5 %
+
+
+def test_i3_pure_exponential_is_biased_on_short_domain():
+    """A pure exponential fitted to a cosh profile overestimates λ by ≈ 7 % at L = 3λ; the finite-domain model
+    recovers λ."""
+    lam, length = 20.0, 60.0
+    x = np.linspace(0.0, length, 31)
+    profile = np.cosh((length - x) / lam) / np.sinh(length / lam)
+    res_exp = fit(lambda p: jnp.exp(-x / p["lam"]), profile, {"lam": 10.0}, nuisance="scale")
+    assert 0.05 < res_exp.params["lam"] / lam - 1 < 0.09
+    res_cosh = fit(lambda p: jnp.cosh((length - x) / p["lam"]) / jnp.sinh(length / p["lam"]), profile,
+                   {"lam": 10.0}, nuisance="scale")
+    assert abs(res_cosh.params["lam"] / lam - 1) < 1e-6
+
+
+# ----------------------------------------------------------------------------- gradients and Jacobians
+
+
+def test_loss_gradient_matches_central_differences():
+    """jax.grad of the projected (variable-projection) loss through jc.simulate vs central differences."""
+    grid = jc.Grid((40,), spacing=2.5)
+    x_obs = np.array([5.0, 15.0, 30.0, 50.0])
+    t_obs = np.array([1800.0, 3600.0, 5400.0])  # equal spacing: one scan, quick to compile
+    predict = _timecourse_predict(grid, t_obs, x_obs, dt=60.0)
+    rng = np.random.default_rng(5)
+    observed = 1.7 * _o3(x_obs[None, :], t_obs[:, None]) * np.exp(0.05 * rng.standard_normal((3, 4)))
+    p0 = {"D": 0.08, "k": 3e-4}
+    for nuisance, noise in ((None, "additive"), ("scale", "multiplicative"), ("scale+offset", "additive")):
+        loss = objective(predict, observed, nuisance=nuisance, noise=noise)
+        grad = jax.jit(jax.grad(loss))(p0)
+        value = jax.jit(loss)  # one compile for all shifted points
+        for name in p0:
+            h = 1e-5 * p0[name]
+            fd = (float(value({**p0, name: p0[name] + h})) - float(value({**p0, name: p0[name] - h}))) / (2 * h)
+            np.testing.assert_allclose(float(grad[name]), fd, rtol=1e-6, err_msg=f"{nuisance} {noise} {name}")
+
+
+def test_forward_and_reverse_jacobians_agree():
+    """mode='forward' (jacfwd) and mode='reverse' (jacrev) give the same Fisher matrix and the same fit."""
+    grid = jc.Grid((40,), spacing=2.5)
+    x_obs = np.array([5.0, 20.0, 40.0])
+    predict = _steady_predict(grid, x_obs)
+    observed = 2.0 * np.asarray(predict({"D": D_TRUE, "k": K_TRUE})) * np.array([1.02, 0.97, 1.01])
+    init = {"D": 0.08, "k": 3e-4}
+    fw = fit(predict, observed, init, noise="multiplicative", mode="forward")
+    rv = fit(predict, observed, init, noise="multiplicative", mode="reverse")
+    assert fw.iterations == rv.iterations
+    np.testing.assert_allclose(fw.loss, rv.loss, rtol=1e-9)  # same Jacobians ⇒ same LM path
+    for name in init:
+        np.testing.assert_allclose(fw.params[name], rv.params[name], rtol=1e-9)
+    np.testing.assert_allclose(fw.covariance, rv.covariance, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- nuisances and weights
+
+
+def test_scale_and_offset_recovered():
+    """nuisance='scale+offset': o = a·y + b + noise recovers a, b and the parameters; stderr covers the truth."""
+    grid = jc.Grid((60,), spacing=2.5)
+    x_obs = np.linspace(2.5, 147.5, 40)
+    predict = _steady_predict(grid, x_obs)
+    clean = np.asarray(predict({"D": D_TRUE, "k": K_TRUE}))
+    rng = np.random.default_rng(7)
+    a, b = 0.25, 4.0
+    noise_sd = 0.01 * a * clean.max()
+    observed = a * clean + b + noise_sd * rng.standard_normal(clean.shape)
+    res = fit(predict, observed, {"D": 0.05, "k": 1e-4}, nuisance="scale+offset")
+    assert res.converged
+    lam = np.sqrt(res.params["D"] / res.params["k"])
+    assert abs(lam / LAM_TRUE - 1) < 0.03
+    assert res.unidentified and set(res.unidentified[0]) == {"D", "k"}  # scale hides the amplitude j/D
+    # the fitted scale absorbs D: a·y(D) is what is determined; the offset is free of that
+    np.testing.assert_allclose(res.scale * res.params["D"] ** -1, a * D_TRUE ** -1, rtol=0.05)
+    assert abs(res.offset - b) < 0.3
+    assert abs(res.sigma / noise_sd - 1) < 0.3
+
+    # with D fixed by known units, the offset-aware fit recovers λ without ridge
+    res_lam = fit(lambda p: predict({"D": D_TRUE, "k": D_TRUE / p["lam"] ** 2}), observed, {"lam": 10.0},
+                  nuisance="scale+offset")
+    assert res_lam.converged and res_lam.unidentified == []
+    assert abs(np.log(res_lam.params["lam"] / LAM_TRUE)) < 3 * res_lam.stderr["lam"]
+    np.testing.assert_allclose(res_lam.scale, a, rtol=0.05)
+    assert abs(res_lam.offset - b) < 0.3
+
+
+def test_scale_only_closed_form_matches_direct_least_squares():
+    """The eliminated scale equals the least-squares scale at the fitted parameters (variable projection)."""
+    x = np.linspace(0.0, 80.0, 25)
+    rng = np.random.default_rng(8)
+    observed = 5.0 * np.exp(-x / 15.0) + 0.02 * rng.standard_normal(x.shape)
+    res = fit(lambda p: jnp.exp(-x / p["lam"]), observed, {"lam": 5.0}, nuisance="scale")
+    y = np.exp(-x / res.params["lam"])
+    np.testing.assert_allclose(res.scale, (y @ observed) / (y @ y), rtol=1e-10)
+    assert abs(res.params["lam"] / 15.0 - 1) < 0.02
+
+
+def test_weighted_sigma_uses_given_errors():
+    """sigma=: weighted residuals, error scale 1 (not re-estimated): stderr ∝ sigma, χ²/dof ≈ 1."""
+    x = np.linspace(0.0, 100.0, 200)
+    truth = 20.0
+    clean = 10.0 * np.exp(-x / truth)
+    sd = 0.05 * clean + 0.01  # heteroscedastic
+    rng = np.random.default_rng(9)
+    observed = clean + sd * rng.standard_normal(x.shape)
+
+    def predict(p):
+        return p["amp"] * jnp.exp(-x / p["lam"])
+
+    res = fit(predict, observed, {"amp": 5.0, "lam": 10.0}, sigma=sd)
+    res2 = fit(predict, observed, {"amp": 5.0, "lam": 10.0}, sigma=2 * sd)
+    assert res.sigma == 1.0 and res2.sigma == 1.0
+    for name in ("amp", "lam"):
+        np.testing.assert_allclose(res2.params[name], res.params[name], rtol=1e-6)
+        np.testing.assert_allclose(res2.stderr[name], 2 * res.stderr[name], rtol=1e-6)
+    chi2 = float(res.residuals @ res.residuals) / (x.size - 2)
+    assert 0.7 < chi2 < 1.3
+    assert abs(np.log(res.params["lam"] / truth)) < 3 * res.stderr["lam"]
+    # unweighted fit estimates s² from residuals instead
+    res_u = fit(predict, observed, {"amp": 5.0, "lam": 10.0})
+    assert res_u.sigma != 1.0 and np.isfinite(res_u.sigma)
+    # the weighted fit is the better estimator here: its stderr is smaller
+    assert res.stderr["lam"] < res_u.stderr["lam"]
+
+
+def test_bounds_and_non_convergence_are_reported():
+    x = np.linspace(0.0, 50.0, 20)
+    observed = np.exp(-x / 20.0)
+    res = fit(lambda p: jnp.exp(-x / p["lam"]), observed, {"lam": 5.0}, bounds={"lam": (1.0, 10.0)})
+    assert res.params["lam"] == pytest.approx(10.0)
+    assert any("bound" in w for w in res.warnings)
+    res = fit(lambda p: jnp.exp(-x / p["lam"]), observed, {"lam": 1.0}, maxiter=1)
+    assert not res.converged and any("did not converge" in w for w in res.warnings)
+    assert len(res.loss) == 2 and res.loss[1] <= res.loss[0]
+
+
+def test_adam_warmup_and_stall_fallback():
+    """optax Adam: a warm-up lowers the loss before LM; with all tolerances 0 LM stalls at round-off, takes the
+    Adam fallback once, and reports non-convergence without losing the optimum."""
+    x = np.linspace(0.0, 60.0, 30)
+    observed = 2.0 * np.exp(-x / 20.0)
+
+    def predict(p):
+        return p["amp"] * jnp.exp(-x / p["lam"])
+
+    start = {"amp": 0.5, "lam": 5.0}
+    cold = fit(predict, observed, start, maxiter=0)
+    warm = fit(predict, observed, start, warmup_steps=30, maxiter=0)
+    assert warm.loss[0] < 0.5 * cold.loss[0]
+    res = fit(predict, observed, start, warmup_steps=30)
+    assert res.converged and abs(res.params["lam"] / 20.0 - 1) < 1e-8
+    stalled = fit(predict, observed, start, ftol=0.0, xtol=0.0, gtol=0.0, maxiter=500, fallback_steps=5)
+    assert not stalled.converged and stalled.iterations < 500
+    assert len(stalled.loss) == stalled.iterations + 2  # start, one per iteration, one after the fallback
+    assert abs(stalled.params["lam"] / 20.0 - 1) < 1e-8 and stalled.loss[-1] < 1e-20
+
+
+# ----------------------------------------------------------------------------- compilation
+
+
+def test_no_recompilation_between_iterations():
+    """predict is traced once per (predict, options): LM iterations and refits of new data reuse the compiled code."""
+    grid = jc.Grid((40,), spacing=2.5)
+    inner = _steady_predict(grid, np.array([5.0, 15.0, 30.0, 50.0, 80.0]))
+    observed = np.asarray(inner({"D": D_TRUE, "k": K_TRUE}))
+    traces = []
+
+    def predict(p):
+        traces.append(1)  # Python side effect: runs only while tracing
+        return inner(p)
+
+    short = fit(predict, observed, {"D": 0.05, "k": 1e-4}, maxiter=1)
+    assert short.iterations == 1 and len(traces) == 1
+    full = fit(predict, observed, {"D": 0.05, "k": 1e-4})
+    assert full.iterations > 3 and len(traces) == 1
+    assert abs(full.params["D"] / D_TRUE - 1) < 1e-6
+    again = fit(predict, 1.1 * observed, {"D": 0.2, "k": 5e-4}, sigma=0.1 * observed)  # new data, same shape
+    assert again.converged and len(traces) == 1
+    fit(predict, observed, {"D": 0.05, "k": 1e-4}, nuisance="scale", maxiter=2)  # new options: one new trace
+    assert len(traces) == 2
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_clear_errors():
+    x = np.linspace(0.0, 10.0, 5)
+    obs = np.exp(-x / 3.0)
+
+    def pred(p):
+        return jnp.exp(-x / p["lam"])
+
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="init"):
+            fit(pred, obs, {"lam": bad})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        fit(pred, obs, {})
+    with pytest.raises(ValueError, match="shape"):
+        fit(pred, obs[:4], {"lam": 1.0})
+    with pytest.raises(ValueError, match="shape"):
+        fit(lambda p: jnp.exp(-x / p["lam"])[None], obs, {"lam": 1.0})
+    with pytest.raises(ValueError, match="NaN"):
+        fit(pred, np.where(x > 5, np.nan, obs), {"lam": 1.0})
+    with pytest.raises(ValueError, match="nuisance"):
+        fit(pred, obs, {"lam": 1.0}, nuisance="gain")
+    with pytest.raises(ValueError, match="noise"):
+        fit(pred, obs, {"lam": 1.0}, noise="poisson")
+    with pytest.raises(ValueError, match="mode"):
+        fit(pred, obs, {"lam": 1.0}, mode="sideways")
+    with pytest.raises(ValueError, match="positive"):
+        fit(pred, obs - 0.5, {"lam": 1.0}, noise="multiplicative")
+    with pytest.raises(ValueError, match="offset"):
+        fit(pred, obs, {"lam": 1.0}, noise="multiplicative", nuisance="scale+offset")
+    with pytest.raises(ValueError, match="sigma"):
+        fit(pred, obs, {"lam": 1.0}, sigma=np.zeros(5))
+    with pytest.raises(ValueError, match="sigma"):
+        fit(pred, obs, {"lam": 1.0}, sigma=np.ones(3))
+    with pytest.raises(ValueError, match="bounds"):
+        fit(pred, obs, {"lam": 1.0}, bounds={"lam": (2.0, 3.0)})
+    with pytest.raises(ValueError, match="bounds"):
+        fit(pred, obs, {"lam": 1.0}, bounds={"mu": (2.0, 3.0)})
+    with pytest.raises(ValueError, match="init"):
+        fit(lambda p: jnp.log(p["lam"] - 2.0) * jnp.ones(5), obs, {"lam": 1.0})  # NaN at init
+    with pytest.raises(ValueError, match="> 0"):
+        fit(lambda p: (p["lam"] - 2.0) * jnp.ones(5), obs, {"lam": 1.0}, noise="multiplicative")
