@@ -40,6 +40,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -589,3 +590,375 @@ def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: t
         if loss_t < best[4]:
             best = (t, r_t, J_t, ab_t, loss_t)
     return best
+
+
+# --------------------------------------------------------------------------- command line: jaxcell fit
+
+_SPEC_TOP = ("title", "description", "data", "model", "fit")
+_SPEC_DATA = ("csv",)
+_SPEC_MODEL = ("length", "spacing", "source_flux", "boundary_far", "solver", "dt")
+_SPEC_FIT = ("init", "nuisance", "noise", "maxiter")
+_SPEC_PARAMS = ("D", "k", "q")
+_FIT_FILES = ("fit.json", "residuals.png")
+_PROFILE_POINTS = 9
+_PROFILE_MAXITER = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitSpec:
+    label: str
+    csv: str
+    position: np.ndarray
+    time: np.ndarray | None
+    value: np.ndarray
+    length: float
+    spacing: float
+    source_flux: float
+    boundary_far: str
+    solver: str
+    dt: float
+    init: dict[str, float]
+    nuisance: str | None
+    noise: str
+    maxiter: int
+
+
+def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
+    from jaxcell.scenario import ScenarioError
+
+    return ScenarioError(file, key, problem, fix)
+
+
+def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    import csv
+
+    if not path.is_file():
+        raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
+                          "give a path relative to the spec file")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if any(x.strip() for x in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise _spec_error(str(path), "", f"cannot read the data file ({e.__class__.__name__})",
+                          "give a UTF-8 CSV with a header row position,value (optional time)") from None
+    if len(rows) < 2:
+        raise _spec_error(str(path), "", "the data file has no data rows",
+                          "write a header row position,value (optional time) and one row per measurement")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in ("position", "value") if c not in header]
+    if missing:
+        raise _spec_error(str(path), "header", f"missing column(s) {', '.join(missing)} (got {rows[0]})",
+                          "the first row must name the columns position (µm), value and optionally time (s)")
+    cols = ["position", "value"] + (["time"] if "time" in header else [])
+    out = {c: np.zeros(len(rows) - 1) for c in cols}
+    for i, row in enumerate(rows[1:], start=2):
+        for c in cols:
+            k = header.index(c)
+            try:
+                v = float(row[k])
+            except (IndexError, ValueError):
+                got = row[k] if k < len(row) else "nothing"
+                raise _spec_error(str(path), f"line {i}, column {c}", f"expected a number, got {got!r}",
+                                  "fix that row") from None
+            if not np.isfinite(v):
+                raise _spec_error(str(path), f"line {i}, column {c}", f"{v} is not finite", "give a finite number")
+            out[c][i - 2] = v
+    if "time" in out and np.any(out["time"] < 0):
+        i = int(np.argmax(out["time"] < 0)) + 2
+        raise _spec_error(str(path), f"line {i}, column time", "times must be >= 0 s (the run starts at rest at 0)",
+                          "shift the times so the experiment starts at 0")
+    return out["position"], out.get("time"), out["value"]
+
+
+def _load_fit_spec(spec_path: str) -> _FitSpec:
+    import tomllib
+
+    from jaxcell.scenario import _Checker
+
+    label = str(spec_path)
+    path = Path(spec_path)
+    if not path.is_file():
+        raise _spec_error(label, "", "no such fit specification file", "check the path")
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise _spec_error(label, "", f"cannot read the file ({e.__class__.__name__})",
+                          "check it is a UTF-8 text file you can read") from None
+    except tomllib.TOMLDecodeError as e:
+        raise _spec_error(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
+    c = _Checker(label)
+    c.keys(raw, "", _SPEC_TOP, required=("data", "model", "fit"))
+    data = c.table(raw["data"], "data")
+    c.keys(data, "data", _SPEC_DATA, required=("csv",))
+    model = c.table(raw["model"], "model")
+    c.keys(model, "model", _SPEC_MODEL, required=("length", "spacing"))
+    fitt = c.table(raw["fit"], "fit")
+    c.keys(fitt, "fit", _SPEC_FIT, required=("init",))
+
+    length = c.number(model["length"], "model.length", "µm", positive=True)
+    spacing = c.number(model["spacing"], "model.spacing", "µm", positive=True)
+    n = round(length / spacing)
+    if n < 2 or abs(n * spacing - length) > 1e-6 * length:
+        raise c.err("model.spacing", f"length {length:g} µm is not a whole number (>= 2) of voxels of {spacing:g} µm",
+                    "choose a spacing that divides the length")
+    source_flux = c.number(model.get("source_flux", 1.0), "model.source_flux", "amount/s", positive=True)
+    boundary_far = c.string(model.get("boundary_far", "noflux"), "model.boundary_far", ("noflux", "dirichlet"))
+    solver = c.string(model.get("solver", "implicit"), "model.solver", ("implicit", "explicit"))
+    dt = c.number(model["dt"], "model.dt", "s", positive=True) if "dt" in model else None
+
+    init_t = c.table(fitt["init"], "fit.init")
+    c.keys(init_t, "fit.init", _SPEC_PARAMS, required=("D", "k"))
+    units = {"D": "µm²/s", "k": "1/s", "q": "amount/s"}
+    init = {k: c.number(v, f"fit.init.{k}", units[k], positive=True) for k, v in init_t.items()}
+    nuis = c.string(fitt.get("nuisance", "none"), "fit.nuisance", ("none", "scale", "scale+offset"))
+    noise = c.string(fitt.get("noise", "additive"), "fit.noise", NOISES)
+    if nuis == "scale+offset" and noise == "multiplicative":
+        raise c.err("fit.nuisance", "an offset needs additive noise", 'use nuisance = "scale" or noise = "additive"')
+    maxiter = c.integer(fitt.get("maxiter", 100), "fit.maxiter", minimum=1)
+
+    csv_name = data["csv"]
+    if not isinstance(csv_name, str):
+        raise c.err("data.csv", "must be a string (a path)", 'write csv = "profile.csv"')
+    position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
+    bad = (position < -1e-9 * length) | (position > length * (1 + 1e-9))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise _spec_error(csv_name, f"line {i + 2}, column position",
+                          f"{position[i]:g} µm lies outside the domain [0, {length:g}] µm",
+                          "fix the position or enlarge model.length")
+    if time is not None and dt is None:
+        raise c.err("model.dt", "missing (the data have a time column, so the model is simulated)",
+                    "add dt = ... (s) to [model]")
+    if noise == "multiplicative" and np.any(value <= 0):
+        i = int(np.argmax(value <= 0))
+        raise _spec_error(csv_name, f"line {i + 2}, column value",
+                          f"value {value[i]:g} is not > 0, which multiplicative noise needs",
+                          'drop that row or use noise = "additive"')
+    return _FitSpec(label, csv_name, position, time, value, length, spacing, source_flux, boundary_far, solver,
+                    dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
+
+
+def _fit_predict(spec: _FitSpec) -> Predict:
+    import jaxcell as jc
+
+    grid = jc.Grid((round(spec.length / spec.spacing),), spacing=spec.spacing)
+    far = {"x+": jc.Dirichlet(0.0)} if spec.boundary_far == "dirichlet" else {}
+    if spec.time is None:
+        points = spec.position[:, None]
+
+        def predict(p: dict[str, jax.Array]) -> jax.Array:
+            flux = p.get("q", spec.source_flux)
+            m = jc.Model(grid, [jc.Substrate("signal", diffusion=p["D"], decay=p["k"],
+                                             boundary={"x-": jc.Flux(flux), **far})], solver=spec.solver)
+            return grid.sample(jc.steady_state(m)[0], points)
+
+        return predict
+    times, ti = np.unique(spec.time, return_inverse=True)
+    xs, xi = np.unique(spec.position, return_inverse=True)
+    points = xs[:, None]
+    t_end = float(times[-1])
+
+    def predict_t(p: dict[str, jax.Array]) -> jax.Array:
+        flux = p.get("q", spec.source_flux)
+        m = jc.Model(grid, [jc.Substrate("signal", diffusion=p["D"], decay=p["k"],
+                                         boundary={"x-": jc.Flux(flux), **far})], solver=spec.solver,
+                     max_diffusion=10.0 * spec.init["D"], max_decay=10.0 * spec.init["k"])
+        _, tr = jc.simulate(m, m.init(), t_end=t_end, dt=spec.dt, save_at=times)
+        frames = grid.sample(tr.fields[:, 0], points)  # (T, M)
+        return frames[ti, xi]
+
+    return predict_t
+
+
+def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict[str, list]]:
+    """Profile likelihood: loss with each parameter fixed on a grid around the optimum, the others re-fitted."""
+    out: dict[str, dict[str, list]] = {}
+    for name in res.names:
+        best = res.params[name]
+        se = res.stderr[name]
+        span = float(np.clip(3.0 * se, 0.1, 1.0)) if np.isfinite(se) else 1.0
+        values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
+        others = {n: res.params[n] for n in res.names if n != name}
+        losses = []
+        for v in values:
+            def fixed(p: dict[str, jax.Array], v: float = float(v), name: str = name) -> jax.Array:
+                return predict({**p, name: jnp.asarray(v, float_dtype())})
+
+            if others:
+                try:
+                    r = fit(fixed, spec.value, others, nuisance=spec.nuisance, noise=spec.noise,
+                            maxiter=_PROFILE_MAXITER, fallback_steps=0)
+                    loss = float(r.loss[-1])
+                except ValueError:
+                    loss = float("nan")
+            else:
+                loss = float(objective(fixed, spec.value, nuisance=spec.nuisance, noise=spec.noise)({}))
+            losses.append(_finite(loss))
+        out[name] = {"values": [float(v) for v in values], "loss": losses}
+    return out
+
+
+def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,
+                 profile: dict[str, dict[str, list]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = 1.0 if res.scale is None else res.scale
+    b = 0.0 if res.offset is None else res.offset
+    model_y = a * pred + b
+    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1))
+    groups = [(None, np.ones(spec.value.shape, bool))] if spec.time is None else \
+        [(t, spec.time == t) for t in np.unique(spec.time)]
+    for t, sel in groups:
+        order = np.argsort(spec.position[sel])
+        lab = "" if t is None else f" t = {t:g} s"
+        line = ax0.plot(spec.position[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
+        ax0.plot(spec.position[sel], spec.value[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
+        ax1.plot(spec.position[sel], res.residuals.reshape(-1)[sel], "o", ms=3, color=line.get_color())
+    if spec.noise == "multiplicative":
+        ax0.set_yscale("log")
+    ax0.set_ylabel("value")
+    ax0.legend(fontsize="small")
+    ax0.set_title(", ".join(f"{n} = {v:.3g}" for n, v in res.params.items()))
+    ax1.axhline(0.0, color="k", lw=0.8)
+    ax1.set_xlabel("position (µm)")
+    ax1.set_ylabel("log residual" if spec.noise == "multiplicative" else "residual")
+    fig.tight_layout()
+    fig.savefig(folder / "residuals.png", dpi=100)
+    plt.close(fig)
+    s2 = res.sigma ** 2 if np.isfinite(res.sigma) and res.sigma > 0 else 1.0
+    best = float(res.loss[-1])
+    for name, prof in profile.items():
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        loss = np.array([np.nan if x is None else x for x in prof["loss"]], np.float64)
+        ax.plot(prof["values"], (loss - best) / s2, "o-")
+        ax.axvline(res.params[name], color="k", lw=0.8, ls=":")
+        ax.axhline(1.92, color="r", lw=0.8, ls="--", label="95% (Δ = 1.92)")
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("Δ loss / σ²")
+        ax.set_title(f"profile likelihood of {name}")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(folder / f"profile_{name}.png", dpi=100)
+        plt.close(fig)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
+    """``jaxcell fit SPEC.toml [--out DIR]``: fit D, k (and optionally the source flux) to a measured 1D profile.
+
+    SPEC.toml (unknown keys are errors)::
+
+        title = "..."                       # optional free text
+        description = "..."
+        [data]
+        csv = "profile.csv"                 # relative to the spec; header row with columns
+                                            # position (µm), value, and optionally time (s)
+        [model]                             # a 1D domain [0, length] µm
+        length = 150.0                      # µm
+        spacing = 2.5                       # µm, must divide length
+        source_flux = 1.0                   # inward flux at x- (amount/s); default 1.0
+        boundary_far = "noflux"             # x+ face: "noflux" (default) or "dirichlet" (held at 0)
+        solver = "implicit"                 # "implicit" (default) or "explicit" (time courses)
+        dt = 30.0                           # s; required when the data have a time column
+        [fit]
+        init = { D = 0.05, k = 1e-4 }       # starting values (µm²/s, 1/s); add q = ... to fit the source flux
+        nuisance = "none"                   # "none" (default), "scale" or "scale+offset"
+        noise = "additive"                  # or "multiplicative" (log-normal; values > 0)
+        maxiter = 100                       # Levenberg–Marquardt iterations
+
+    Without a ``time`` column the model is the steady state (:func:`jaxcell.steady_state`);
+    with one it is :func:`jaxcell.simulate` from rest (c = 0 at t = 0) saved at the
+    unique times, and each row is compared with the model at its (time, position).
+    The model's prediction at the data positions (linear interpolation, ``grid.sample``)
+    is fitted with :func:`fit`.
+
+    Writes DIR (default ``./jaxcell-fit``), atomically (a temporary folder beside
+    it, renamed at the end; an existing DIR is replaced only if it holds a
+    ``fit.json``):
+
+    * ``fit.json``: ``params``, ``stderr`` (standard error of log(param) = relative
+      error; null where unidentified), ``correlation`` (names, matrix), ``warnings``,
+      ``unidentified``, ``converged``, ``lambda_um`` = √(D/k), scale/offset, noise
+      sigma, loss, iterations, and the profile likelihood values;
+    * ``residuals.png``: data against the fitted model, and the residuals;
+    * ``profile_<param>.png``: the profile likelihood of each parameter: the loss
+      (over σ²) with that parameter fixed at 9 values around the optimum and the
+      others re-fitted (at most 15 iterations each).
+
+    Matplotlib (the ``jaxcell[io]`` extra) is imported lazily.
+
+    Returns:
+        0 on success. Raises :class:`jaxcell.scenario.ScenarioError` (one line: file,
+        key, fix; the CLI prints it and exits 2) for a bad spec, data file, output
+        folder or a failed fit; nothing is written then.
+    """
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    spec = _load_fit_spec(spec_path)
+    out = Path(out_dir if out_dir is not None else "jaxcell-fit")
+    if out.exists() and (not out.is_dir() or (os.listdir(out) and not (out / "fit.json").is_file())):
+        raise _spec_error(str(out), "", "exists and is not a jaxcell fit output folder",
+                          "choose another --out (jaxcell only replaces folders it wrote)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise _spec_error("jaxcell fit", "", "the figures need matplotlib, which is not installed",
+                          "install the extra: pip install 'jaxcell[io]'") from None
+
+    predict = _fit_predict(spec)
+    try:
+        res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter)
+    except ValueError as e:
+        raise _spec_error(spec.label, "fit", f"the fit failed: {e}",
+                          "check [fit] init (plausible starting values) and [model]") from None
+    pred = np.asarray(predict({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
+    profile = _profile(predict, spec, res)
+
+    summary = {
+        "spec": spec.label,
+        "data": spec.csv,
+        "params": res.params,
+        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
+        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
+        "correlation": {"names": list(res.names),
+                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
+        "warnings": list(res.warnings),
+        "unidentified": res.unidentified,
+        "converged": bool(res.converged),
+        "scale": None if res.scale is None else _finite(res.scale),
+        "offset": None if res.offset is None else _finite(res.offset),
+        "sigma": _finite(res.sigma),
+        "loss": float(res.loss[-1]),
+        "iterations": int(res.iterations),
+        "nuisance": spec.nuisance,
+        "noise": spec.noise,
+        "profile": profile,
+    }
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    try:
+        (tmp / "fit.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", "utf-8")
+        _fit_figures(tmp, spec, res, pred, profile)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    lam = summary["lambda_um"]
+    print(f"jaxcell: fit {spec.label}: " + ", ".join(f"{n} = {v:.4g}" for n, v in res.params.items())
+          + f" (λ = {lam:.3g} µm){'' if res.converged else ', NOT converged'}; outputs in {out}")
+    for w in res.warnings:
+        print(f"jaxcell: warning: {w}")
+    return 0

@@ -1,0 +1,78 @@
+"""`jaxcell fit SPEC.toml --out DIR`: a steady profile fitted from a CSV, and bad specs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcell.cli import main
+
+D_TRUE, K_TRUE, L, J = 0.1, 2.52e-4, 150.0, 1.0
+LAM_TRUE = float(np.sqrt(D_TRUE / K_TRUE))  # 19.9 µm
+
+SPEC = """\
+title = "steady Dpp-like gradient"
+[data]
+csv = "profile.csv"
+[model]
+length = 150.0
+spacing = 2.5
+source_flux = 1.0
+boundary_far = "noflux"
+[fit]
+init = {{ D = 0.05, k = 1e-4 }}
+noise = "multiplicative"
+{extra}
+"""
+
+
+def _write(tmp_path: Path, extra: str = "", csv: bool = True) -> str:
+    if csv:
+        x = np.linspace(5.0, 145.0, 29)
+        lam = LAM_TRUE
+        c = (J * lam / D_TRUE) * np.cosh((L - x) / lam) / np.sinh(L / lam)
+        rng = np.random.default_rng(7)
+        obs = c * np.exp(0.05 * rng.standard_normal(x.shape))
+        lines = ["position,value"] + [f"{a:.10g},{b:.10g}" for a, b in zip(x, obs, strict=True)]
+        (tmp_path / "profile.csv").write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.format(extra=extra))
+    return str(spec)
+
+
+def test_fit_cli_steady_profile(tmp_path, capsys):
+    spec = _write(tmp_path)
+    out = tmp_path / "result"
+    assert main(["fit", spec, "--out", str(out)]) == 0
+    res = json.loads((out / "fit.json").read_text())
+    lam = np.sqrt(res["params"]["D"] / res["params"]["k"])
+    assert abs(lam / 19.9 - 1) < 0.10, lam
+    assert abs(res["lambda_um"] - lam) < 1e-9 * lam
+    assert res["converged"] is True
+    assert set(res) >= {"params", "stderr", "correlation", "warnings", "unidentified", "converged"}
+    assert set(res["params"]) == {"D", "k"}
+    for name in ("D", "k"):
+        assert res["stderr"][name] is not None and 0 < res["stderr"][name] < 0.5
+        prof = res["profile"][name]
+        assert len(prof["values"]) == 9 and min(x for x in prof["loss"] if x is not None) >= res["loss"] - 1e-9
+    for f in ("residuals.png", "profile_D.png", "profile_k.png"):
+        assert (out / f).stat().st_size > 1000, f
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.csv", "result", "spec.toml"]  # no temp left
+    assert "λ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["missing_csv", "unknown_key"])
+def test_fit_cli_bad_spec(tmp_path, capsys, case):
+    if case == "missing_csv":
+        spec, key = _write(tmp_path, csv=False), "data.csv"
+    else:
+        spec, key = _write(tmp_path, extra='noize = "additive"'), "fit.noize"
+    out = tmp_path / "result"
+    assert main(["fit", spec, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("jaxcell: error:") and spec in err and key in err, err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not any(p.name.endswith(".partial") or p.name == "result" for p in tmp_path.iterdir())
