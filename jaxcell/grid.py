@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -20,7 +21,8 @@ def _tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[float,
     else:
         out = tuple(float(v) for v in value)
         if len(out) != ndim:
-            raise ValueError(f"{name} has {len(out)} entries but the grid has {ndim} axes; give one per axis or a scalar")
+            raise ValueError(f"{name} has {len(out)} entries but the grid has {ndim} axes; "
+                             "give one per axis or a scalar")
     if not all(np.isfinite(out)):
         raise ValueError(f"{name} must be finite, got {out}")
     return out
@@ -174,6 +176,12 @@ class Grid:
         points = jnp.asarray(points, dtype=fields.dtype if jnp.issubdtype(fields.dtype, jnp.floating)
                              else float)
         self.check_points(points)
-        idx, w = self.linear_weights(points)
-        flat = fields.reshape(fields.shape[: fields.ndim - self.ndim] + (self.size,))
-        return jnp.sum(flat[..., idx] * w.astype(flat.dtype), axis=-1)
+        return _sample(self, fields, points)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sample(grid: Grid, fields: jax.Array, points: jax.Array) -> jax.Array:
+    """Compiled body of :meth:`Grid.sample` (one compilation per grid and shapes)."""
+    idx, w = grid.linear_weights(points)
+    flat = fields.reshape(fields.shape[: fields.ndim - grid.ndim] + (grid.size,))
+    return jnp.sum(flat[..., idx] * w.astype(flat.dtype), axis=-1)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.sparse.linalg import cg
 
-from jaxcell._node import float_dtype
+from jaxcell._node import concrete_float, float_dtype, is_concrete
 from jaxcell.cells import Cells, coupling_weights
-from jaxcell.diffusion import (boundary_source, from_spectral, laplacian, spectral_eigenvalues, to_spectral,
-                               _spectral_axes)
+from jaxcell.diffusion import (
+    Params,
+    _spectral_axes,
+    boundary_source,
+    from_spectral,
+    laplacian,
+    spectral_eigenvalues,
+    to_spectral,
+)
 from jaxcell.model import Model, check_model_values
 from jaxcell.simulate import _exchange
 
@@ -19,27 +30,75 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
     """Steady concentrations ``(S, *grid.shape)`` (amount/µm^ndim) of a linear model.
 
     Solves ``D∇²c − (k + clearance)c + source = 0`` with the model's faces and
-    held voxels: in closed form with DCT/FFT when the coefficients are uniform
-    (no cell uptake, no Dirichlet faces or held voxels), else by preconditioned
-    conjugate gradients (the operator is symmetric positive definite). Gradients
-    come from implicit differentiation of the linear solve (``custom_linear_solve``),
-    not from unrolling iterations. Models with receptors or responses are
-    nonlinear and refused; a model with no decay, no uptake and no Dirichlet
-    condition has no steady state and is refused.
+    held voxels, on the same finite-volume operator as the time steppers (so a
+    long ``implicit`` run converges to it): in closed form with DCT/FFT when the
+    coefficients are uniform (no cell uptake, no Dirichlet faces or held
+    voxels), else by preconditioned conjugate gradients (the operator is
+    symmetric positive definite) to relative residual ``tol`` (default 1e-11
+    in float64, 1e-6 in float32). Gradients come from implicit differentiation
+    of the linear solve (``custom_linear_solve``), not from unrolling
+    iterations. Models with receptors or responses are nonlinear and refused; a
+    model with no decay, no uptake and no Dirichlet condition has no steady
+    state and is refused.
+
+    Args:
+        model: a :class:`jaxcell.Model`; D, k and face values may be traced.
+        cells: :class:`jaxcell.Cells` (secretion amount/s, uptake µm^ndim/s) or None.
+        tol: relative residual of the conjugate-gradient solve.
+        maxiter: iteration cap of the conjugate-gradient solve.
+
+    Returns:
+        ``(S, *grid.shape)`` concentrations, amount/µm^ndim.
     """
+    if not isinstance(model, Model):
+        raise ValueError(f"steady_state(model, cells) needs a jc.Model, got {type(model).__name__}")
     check_model_values(model)
     grid = model.grid
     dtype = float_dtype()
     if cells is not None:
+        if not isinstance(cells, Cells):
+            raise ValueError(f"cells must be jc.Cells or None, got {type(cells).__name__}")
         cells = cells.conform(grid, model.n_substrates)
         if cells.receptors is not None or model.responses:
             raise ValueError("steady_state handles linear models only; receptor binding and responses are "
                              "nonlinear: run jc.simulate to a late time instead")
+    tol = float(tol) if tol is not None else (1e-11 if dtype == jnp.float64 else 1e-6)
+    if not (np.isfinite(tol) and tol > 0) or int(maxiter) < 1:
+        raise ValueError(f"tol must be > 0 and maxiter >= 1, got tol={tol!r}, maxiter={maxiter!r}")
+    clear_max = _max_clearance(cells, model.n_substrates)
+    uniform = []
+    for i, s in enumerate(model.substrates):
+        kinds = model.params(i, dtype).faces.kinds
+        has_dirichlet = "dirichlet" in kinds or model.dirichlet_mask is not None
+        no_clearance = clear_max[i] == 0.0  # False when unknown (traced cells)
+        if not has_dirichlet and no_clearance and concrete_float(s.decay) == 0.0:
+            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake or Dirichlet condition: "
+                             "it has no steady state (its mass grows or stays constant)")
+        uniform.append(not has_dirichlet and no_clearance)
+    return _solve(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
+
+
+def _max_clearance(cells: Cells | None, n_substrates: int) -> list[float | None]:
+    """Largest per-cell clearance (uptake + saturation rate, µm^ndim/s) of live cells, per substrate."""
+    if cells is None:
+        return [0.0] * n_substrates
+    rate = cells.uptake + cells.saturation_rate
+    if not (is_concrete(rate) and is_concrete(cells.alive)):
+        return [None] * n_substrates
+    r = np.where(np.asarray(cells.alive)[:, None], np.asarray(rate), 0.0)
+    return [float(r[:, i].max()) if r.shape[0] else 0.0 for i in range(n_substrates)]
+
+
+@functools.partial(jax.jit, static_argnames=("uniform", "tol", "maxiter"))
+def _solve(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol: float,
+           maxiter: int) -> jax.Array:
+    grid = model.grid
+    dtype = float_dtype()
+    if cells is not None:
         idx, w = coupling_weights(grid, cells.position, cells.alive, model.coupling)
         exchanges = _exchange(model, cells, idx, w)
     else:
         exchanges = [None] * model.n_substrates
-    tol = tol if tol is not None else (1e-11 if dtype == jnp.float64 else 1e-6)
     out = []
     for i in range(model.n_substrates):
         p = model.params(i, dtype)
@@ -50,15 +109,7 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         if ex is not None:
             src = src + ex.sat_source + ex.export
             clear = ex.clearance
-        has_dirichlet = "dirichlet" in kinds or p.mask is not None
-        from jaxcell._node import concrete_float
-
-        k_val = concrete_float(p.k)
-        if not has_dirichlet and k_val == 0.0 and (ex is None or concrete_float(jnp.max(clear)) == 0.0):
-            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake or Dirichlet condition: "
-                             "it has no steady state (its mass grows or stays constant)")
-        uniform = not has_dirichlet and (ex is None or concrete_float(jnp.max(clear)) == 0.0)
-        if uniform:
+        if uniform[i]:
             cos_axes, fft_axes = _spectral_axes(grid, kinds)
             lam = p.D * spectral_eigenvalues(grid, kinds, dtype) - p.k
             out.append(from_spectral(to_spectral(src, cos_axes, fft_axes) / -lam, cos_axes, fft_axes))
@@ -66,7 +117,8 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         react = p.k + clear
         mask = p.mask
 
-        def op(c: jax.Array, p=p, react=react, mask=mask) -> jax.Array:
+        def op(c: jax.Array, p: Params = p, react: jax.Array = react, mask: Any = mask,
+               kinds: tuple[str, ...] = kinds) -> jax.Array:
             if mask is None:
                 return react * c - p.D * laplacian(c, grid, kinds)
             free = jnp.where(mask, 0, c)
@@ -74,16 +126,17 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
 
         rhs = src
         if mask is not None:
+            # held voxels: identity rows; their values enter the free rows as a known source
             held = jnp.where(mask, p.hold, 0)
-            rhs = jnp.where(mask, p.hold, src + p.D * laplacian(held, grid, kinds) - react * held)
-            rhs = jnp.where(mask, p.hold, rhs)
+            rhs = jnp.where(mask, p.hold, src + p.D * laplacian(held, grid, kinds))
         precond = _preconditioner(model, p, kinds, react, dtype)
         c, _ = cg(op, rhs, tol=tol, atol=0.0, maxiter=maxiter, M=precond)
         out.append(c)
     return jnp.stack(out)
 
 
-def _preconditioner(model: Model, p, kinds, react, dtype):  # noqa: ANN001, ANN202
+def _preconditioner(model: Model, p: Params, kinds: tuple[str, ...], react: jax.Array,
+                    dtype: Any) -> Any:
     """Inverse of the uniform-coefficient operator with no-flux faces (DCT), mean reaction rate."""
     grid = model.grid
     nkinds = tuple("periodic" if k == "periodic" else "flux" for k in kinds)
