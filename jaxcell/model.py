@@ -71,7 +71,13 @@ class Model:
         if not 0.5 <= float(theta) <= 1.0:
             raise ValueError(f"theta must lie in [0.5, 1] for unconditional stability, got {theta}")
         for s in subs:
-            s.faces(grid.ndim)  # raises for faces the grid does not have
+            kinds = [type(f).__name__ for f in s.faces(grid.ndim)]  # raises for faces the grid lacks
+            if solver == "spectral" and ("Dirichlet" in kinds or dirichlet_mask is not None):
+                raise ValueError(f"solver='spectral' handles no-flux, flux and periodic faces only (substrate "
+                                 f"{s.name!r}); use solver='implicit' for Dirichlet faces or held voxels")
+            if solver in ("implicit", "lod") and dirichlet_mask is not None and "Periodic" in kinds:
+                raise ValueError(f"held voxels (dirichlet_mask) with a periodic axis (substrate {s.name!r}) are "
+                                 f"not supported by solver={solver!r}; use solver='explicit' or drop Periodic")
         mask = value = None
         if dirichlet_mask is not None:
             mask = jnp.asarray(dirichlet_mask, bool)

@@ -108,9 +108,10 @@ def _explicit_substeps(model: Model, dt: float) -> tuple[int, ...]:
                                  "Model(..., max_diffusion=<largest D in µm²/s>), or use solver='implicit'")
             d = model.max_diffusion
         if k is None:
-            if model.max_decay is None and model.max_diffusion is None:
-                raise ValueError("solver='explicit' with a traced decay rate needs max_decay= (1/s)")
-            k = model.max_decay or 0.0
+            if model.max_decay is None:
+                raise ValueError("solver='explicit' with a traced decay rate needs a static bound: "
+                                 "Model(..., max_decay=<largest k in 1/s>), or use solver='implicit'")
+            k = model.max_decay
         out.append(substeps(model.grid, d, k, dt))
     return tuple(out)
 
