@@ -133,14 +133,14 @@ def laplacian(c: jax.Array, grid: Grid, kinds: tuple[str, ...]) -> jax.Array:
     return sum(laplacian_axis(c, a, grid.spacing[a], kinds[2 * a: 2 * a + 2]) for a in range(grid.ndim))
 
 
-def boundary_source(grid: Grid, D: jax.Array, faces: Faces, axes: tuple[int, ...] | None = None,
-                    dtype: Any = None) -> jax.Array:
-    """Constant source (amount/(µm^ndim·s)) from face fluxes and held face values.
+def add_boundary_source(x: jax.Array, grid: Grid, D: jax.Array, faces: Faces, scale: Any = 1.0,
+                        axes: tuple[int, ...] | None = None) -> jax.Array:
+    """``x`` plus ``scale`` × the constant face source, touching only the face slabs.
 
-    Flux faces add ``j/h`` to the adjacent voxel, Dirichlet faces ``2Dv/h²``.
+    The source (amount/(µm^ndim·s)) is ``j/h`` in voxels next to a flux face and
+    ``2Dv/h²`` next to a Dirichlet face; updating slabs in place avoids a
+    full-grid source array in every step.
     """
-    dtype = dtype or faces.values.dtype
-    out = jnp.zeros(grid.shape, dtype)
     for a in range(grid.ndim) if axes is None else axes:
         h = grid.spacing[a]
         for end in (0, 1):
@@ -150,8 +150,14 @@ def boundary_source(grid: Grid, D: jax.Array, faces: Faces, axes: tuple[int, ...
             rate = v / h if kind == "flux" else 2 * D * v / h**2
             idx = [slice(None)] * grid.ndim
             idx[a] = 0 if end == 0 else grid.shape[a] - 1
-            out = out.at[tuple(idx)].add(rate)
-    return out
+            x = x.at[tuple(idx)].add((scale * rate).astype(x.dtype))
+    return x
+
+
+def boundary_source(grid: Grid, D: jax.Array, faces: Faces, axes: tuple[int, ...] | None = None,
+                    dtype: Any = None) -> jax.Array:
+    """The constant face source of :func:`add_boundary_source` as a ``grid.shape`` field."""
+    return add_boundary_source(jnp.zeros(grid.shape, dtype or faces.values.dtype), grid, D, faces, axes=axes)
 
 
 def face_amounts(grid: Grid, D: jax.Array, faces: Faces, ceff: list[jax.Array], dt: jax.Array,
@@ -258,9 +264,21 @@ def axis_inverse(n: int, h: float, kinds: tuple[str, str], alpha: jax.Array, rho
 
 
 def apply_axis(minv: jax.Array, x: jax.Array, axis: int) -> jax.Array:
-    """Multiply every line of ``x`` along ``axis`` by ``minv``."""
-    y = jnp.tensordot(minv, x, axes=([1], [axis]), precision=HIGHEST)
-    return jnp.moveaxis(y, 0, axis)
+    """Multiply every line of ``x`` along ``axis`` by ``minv``.
+
+    Written as one GEMM on a reshaped view (batched over the leading axes for a
+    middle axis), so that no transpose of the field is materialised.
+    """
+    shape, n = x.shape, x.shape[axis]
+    lead, trail = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+    if trail == 1:  # last axis: X (lead, n) · Mᵀ
+        y = lax.dot_general(x.reshape(lead, n), minv, (((1,), (1,)), ((), ())), precision=HIGHEST)
+    elif lead == 1:  # first axis: M · X (n, trail)
+        y = lax.dot_general(minv, x.reshape(n, trail), (((1,), (0,)), ((), ())), precision=HIGHEST)
+    else:
+        m = jnp.broadcast_to(minv, (lead, n, n))
+        y = lax.dot_general(m, x.reshape(lead, n, trail), (((2,), (1,)), ((0,), (0,))), precision=HIGHEST)
+    return y.reshape(shape)
 
 
 def thomas_factor(n: int, kinds: tuple[str, str], alpha: jax.Array, rho: jax.Array,
@@ -392,10 +410,10 @@ def douglas_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array,
     """One Douglas-ADI step (θ-weighted), all linear terms implicit."""
     vol = grid.voxel_volume
     react = p.k + (0 if ex is None else ex.clearance)
-    src = boundary_source(grid, p.D, p.faces, dtype=c.dtype)
+    rate = p.D * laplacian(c, grid, p.faces.kinds) - react * c
     if ex is not None:
-        src = src + ex.sat_source + ex.export
-    rate = p.D * laplacian(c, grid, p.faces.kinds) - react * c + src
+        rate = rate + ex.sat_source + ex.export
+    rate = add_boundary_source(rate, grid, p.D, p.faces)
     if p.mask is not None:
         rate = jnp.where(p.mask, 0, rate)
         react = jnp.where(p.mask, 0, react)
@@ -435,7 +453,7 @@ def lod_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array, ex:
     decayed = jnp.zeros((), c.dtype)
     rho = dt * p.k / grid.ndim
     for a, solve in enumerate(solvers):
-        rhs = c + dt * boundary_source(grid, p.D, p.faces, axes=(a,), dtype=c.dtype)
+        rhs = add_boundary_source(c, grid, p.D, p.faces, dt, axes=(a,))
         if p.mask is not None:
             rhs = jnp.where(p.mask, c, rhs)
         # delta form: M y = rhs as y = rhs + M⁻¹(rhs − M rhs), so that the round-off
@@ -478,11 +496,11 @@ def ftcs_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None, dt: jax.
     """``n_sub`` FTCS sub-steps of dt/n_sub, then the exact cell exchange over dt."""
     vol = grid.voxel_volume
     h = dt / n_sub
-    src = boundary_source(grid, p.D, p.faces, dtype=c.dtype)
 
     def sub(carry: tuple[jax.Array, Amounts], _: None) -> tuple[tuple[jax.Array, Amounts], None]:
         c, acc = carry
-        new = c + h * (p.D * laplacian(c, grid, p.faces.kinds) - p.k * c + src)
+        new = add_boundary_source(c + h * (p.D * laplacian(c, grid, p.faces.kinds) - p.k * c),
+                                  grid, p.D, p.faces, h)
         inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, None)
         decayed = p.k * h * vol * jnp.sum(c)
         if p.mask is not None:
@@ -492,7 +510,10 @@ def ftcs_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None, dt: jax.
         z = jnp.zeros((), c.dtype)
         return (new, _add(acc, Amounts(z, inflow, outflow, z, decayed))), None
 
-    (c, acc), _ = lax.scan(sub, (c, _zero_amounts(c.dtype)), None, length=n_sub)
+    if n_sub == 1:
+        (c, acc), _ = sub((c, _zero_amounts(c.dtype)), None)
+    else:
+        (c, acc), _ = lax.scan(sub, (c, _zero_amounts(c.dtype)), None, length=n_sub)
     if ex is not None:
         c, secreted, uptake = exact_exchange(c, ex, dt, vol, p.mask)
         acc = acc._replace(secreted=acc.secreted + secreted, uptake=acc.uptake + uptake)
