@@ -630,39 +630,12 @@ def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
 
 
 def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    import csv
+    from jaxcell.scenario import read_numeric_csv
 
     if not path.is_file():
         raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
                           "give a path relative to the spec file")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh) if any(x.strip() for x in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise _spec_error(str(path), "", f"cannot read the data file ({e.__class__.__name__})",
-                          "give a UTF-8 CSV with a header row position,value (optional time)") from None
-    if len(rows) < 2:
-        raise _spec_error(str(path), "", "the data file has no data rows",
-                          "write a header row position,value (optional time) and one row per measurement")
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in ("position", "value") if c not in header]
-    if missing:
-        raise _spec_error(str(path), "header", f"missing column(s) {', '.join(missing)} (got {rows[0]})",
-                          "the first row must name the columns position (µm), value and optionally time (s)")
-    cols = ["position", "value"] + (["time"] if "time" in header else [])
-    out = {c: np.zeros(len(rows) - 1) for c in cols}
-    for i, row in enumerate(rows[1:], start=2):
-        for c in cols:
-            k = header.index(c)
-            try:
-                v = float(row[k])
-            except (IndexError, ValueError):
-                got = row[k] if k < len(row) else "nothing"
-                raise _spec_error(str(path), f"line {i}, column {c}", f"expected a number, got {got!r}",
-                                  "fix that row") from None
-            if not np.isfinite(v):
-                raise _spec_error(str(path), f"line {i}, column {c}", f"{v} is not finite", "give a finite number")
-            out[c][i - 2] = v
+    out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)")
     if "time" in out and np.any(out["time"] < 0):
         i = int(np.argmax(out["time"] < 0)) + 2
         raise _spec_error(str(path), f"line {i}, column time", "times must be >= 0 s (the run starts at rest at 0)",

@@ -752,43 +752,59 @@ def _place(c: _Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: n
     return pos, {"file": fname}
 
 
-def _read_csv(c: _Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, hi_dom: np.ndarray) -> np.ndarray:
-    cols = list(AXES[:ndim])
-    if not path.is_file():
-        raise c.err(key, f"cell file {str(path)!r} does not exist", "give a path relative to the scenario file")
+def read_numeric_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), *,
+                     what: str = "data file") -> dict[str, np.ndarray]:
+    """Numeric columns of a CSV with a header row (names case-insensitive).
+
+    Returns ``{name: (rows,) array}`` for every required column and each
+    optional one present. Anything wrong (unreadable, no rows, a missing
+    column, a cell that is not a finite number) raises :class:`ScenarioError`
+    naming the file, the line and the column.
+    """
+    header_hint = ",".join(required) + (f" (optional {','.join(optional)})" if optional else "")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+            rows = [r for r in csv.reader(fh) if any(x.strip() for x in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ScenarioError(str(path), "", f"cannot read the cell file ({e.__class__.__name__})",
-                            "give a UTF-8 CSV with a header row x,y,z") from None
-    rows = [r for r in rows if any(x.strip() for x in r)]
-    if not rows:
-        raise ScenarioError(str(path), "", "the cell file is empty",
-                            f"write a header row {','.join(cols)} and one row per cell")
+        raise ScenarioError(str(path), "", f"cannot read the {what} ({e.__class__.__name__})",
+                            f"give a UTF-8 CSV with a header row {header_hint}") from None
+    if len(rows) < 2:
+        raise ScenarioError(str(path), "", f"the {what} is empty (no data rows)",
+                            f"write a header row {header_hint} and one row per entry")
     header = [h.strip().lower() for h in rows[0]]
-    missing = [a for a in cols if a not in header]
+    missing = [a for a in required if a not in header]
     if missing:
         raise ScenarioError(str(path), "header", f"missing column(s) {', '.join(missing)} (got {rows[0]})",
-                            f"the first row must name the columns {','.join(cols)} (µm)")
-    idx = [header.index(a) for a in cols]
-    pos = np.zeros((len(rows) - 1, ndim))
+                            f"the first row must name the columns {header_hint}")
+    cols = list(required) + [a for a in optional if a in header]
+    out = {a: np.zeros(len(rows) - 1) for a in cols}
     for i, row in enumerate(rows[1:], start=2):
-        for j, (a, k) in enumerate(zip(cols, idx, strict=True)):
+        for a in cols:
+            k = header.index(a)
             try:
                 v = float(row[k])
             except (IndexError, ValueError):
                 got = row[k] if k < len(row) else "nothing"
-                raise ScenarioError(str(path), f"line {i}, column {a}", f"expected a number (µm), got {got!r}",
-                                    "fix that cell's position") from None
+                raise ScenarioError(str(path), f"line {i}, column {a}", f"expected a number, got {got!r}",
+                                    "fix that row") from None
             if not np.isfinite(v):
-                raise ScenarioError(str(path), f"line {i}, column {a}", f"position {v} is not finite",
-                                    "give a finite number of µm")
-            pos[i - 2, j] = v
-        tol = 1e-9 * np.maximum(1.0, np.abs(hi_dom))
-        if np.any(pos[i - 2] < lo_dom - tol) or np.any(pos[i - 2] > hi_dom + tol):
-            raise ScenarioError(str(path), f"line {i}", f"cell at {pos[i - 2].tolist()} µm lies outside the domain "
-                                f"[{lo_dom.tolist()}, {hi_dom.tolist()}] µm", "move it inside or enlarge [grid]")
+                raise ScenarioError(str(path), f"line {i}, column {a}", f"{v} is not finite",
+                                    "give a finite number")
+            out[a][i - 2] = v
+    return out
+
+
+def _read_csv(c: _Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, hi_dom: np.ndarray) -> np.ndarray:
+    if not path.is_file():
+        raise c.err(key, f"cell file {str(path)!r} does not exist", "give a path relative to the scenario file")
+    cols = read_numeric_csv(path, AXES[:ndim], what="cell file (positions in µm)")
+    pos = np.stack([cols[a] for a in AXES[:ndim]], axis=1)
+    tol = 1e-9 * np.maximum(1.0, np.abs(hi_dom))
+    outside = np.any((pos < lo_dom - tol) | (pos > hi_dom + tol), axis=1)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ScenarioError(str(path), f"line {i + 2}", f"cell at {pos[i].tolist()} µm lies outside the domain "
+                            f"[{lo_dom.tolist()}, {hi_dom.tolist()}] µm", "move it inside or enlarge [grid]")
     return pos
 
 
