@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import jax
@@ -59,14 +60,27 @@ def float_dtype() -> Any:
     return jnp.result_type(float)
 
 
+def _tracer_type() -> type:
+    # jax.core is being slimmed release by release; fall back to the private home
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tracer = getattr(jax.core, "Tracer", None)
+    if tracer is None:
+        from jax._src.core import Tracer as tracer  # noqa: N813
+    return tracer
+
+
+_TRACER = _tracer_type()
+
+
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds actual numbers (not a tracer)."""
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, _TRACER)
 
 
 def as_float(x: Any, name: str) -> jax.Array:
     """``x`` as an array of the default float dtype; a clear error for junk."""
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, _TRACER):
         return x.astype(float_dtype())
     try:
         arr = np.asarray(x, dtype=np.float64)
