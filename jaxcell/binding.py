@@ -48,6 +48,9 @@ def _phi2_matrix(a11: jax.Array, a12: jax.Array, a21: jax.Array, a22: jax.Array,
     close = gap < 1e-4 * (1 + jnp.abs(l2))
     f2 = phi2(l2)
     dd = jnp.where(close, _phi2_prime((l1 + l2) / 2), (phi2(l1) - f2) / jnp.where(close, 1.0, gap))
+    # XLA's CPU fusion would otherwise recompute the transcendental part once per
+    # output entry (measured 2x slower at 1e6 cells)
+    f2, dd, l2 = jax.lax.optimization_barrier((f2, dd, l2))
     # Newton form: f(tA) = f(l2) I + f[l1, l2] (tA − l2 I)
     return (f2 + dd * (t * a11 - l2), dd * t * a12, dd * t * a21, f2 + dd * (t * a22 - l2))
 
@@ -89,24 +92,33 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
     """
     rec = cells.receptors
     vol = grid.voxel_volume
+    n_sub = fields.shape[0]
     alive = cells.alive[:, None]
     aw = w * cells.alive[:, None].astype(w.dtype)
-    load = deposit(grid, idx, aw, rec.kon * rec.free) / vol  # 1/s per voxel
-    release = deposit(grid, idx, aw, rec.koff * rec.bound) / vol  # amount/(µm^ndim s)
+    # one scatter for both per-voxel sums (scatters dominate the cost of this step)
+    sums = deposit(grid, idx, aw, jnp.concatenate([rec.kon * rec.free, rec.koff * rec.bound], axis=1)) / vol
+    load, release = sums[:n_sub], sums[n_sub:]  # 1/s and amount/(µm^ndim s) per voxel
     lig = gather(grid, idx, aw, (fields + dt * release) / (1 + dt * load))
     new, taken = receptor_step(rec, lig, dt)
     taken = jnp.where(alive, taken, 0.0)
     # cap the net demand on each voxel at what it holds
-    demand = deposit(grid, idx, aw, jnp.maximum(taken, 0.0))
-    supply = fields * vol + deposit(grid, idx, aw, jnp.maximum(-taken, 0.0))
+    flows = deposit(grid, idx, aw, jnp.concatenate([jnp.maximum(taken, 0.0), jnp.maximum(-taken, 0.0)], axis=1))
+    demand, given = flows[:n_sub], flows[n_sub:]
+    supply = fields * vol + given
     ratio = jnp.where(demand > supply, supply / jnp.where(demand > 0, demand, 1.0), 1.0)
-    flat = ratio.reshape(ratio.shape[0], -1)
+    flat = ratio.reshape(n_sub, -1)
     g = jnp.min(jnp.where(aw[None] > 0, flat[:, idx], 1.0), axis=-1).T  # (N, S)
     cut = jnp.where(taken > 0, (1 - g) * taken, 0.0)
     taken = taken - cut
     new = replace(new, free=new.free + cut, bound=jnp.maximum(new.bound - cut, 0.0))
     new = jax.tree_util.tree_map(lambda n, o: jnp.where(alive, n, o), new, rec)
-    fields = jnp.maximum(fields - deposit(grid, idx, aw, taken) / vol, 0.0)
+    if idx.shape[1] == 1:
+        # nearest voxel: every cell of a voxel is cut by that voxel's ratio, so the
+        # net removal is known per voxel without another scatter
+        removed = ratio * demand - given
+    else:
+        removed = deposit(grid, idx, aw, taken)
+    fields = jnp.maximum(fields - removed / vol, 0.0)
     internal = jnp.sum(new.internalised - rec.internalised, axis=0)
     return fields, replace(cells, receptors=new), internal
 
