@@ -3,7 +3,7 @@
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import Grid
-from jaxcell.inference import FitResult, fit
+from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
 from jaxcell.model import Model, State
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
@@ -13,6 +13,7 @@ from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFitResult",
     "Cells",
     "Dirichlet",
     "FitResult",
@@ -27,6 +28,7 @@ __all__ = [
     "Trajectory",
     "budget",
     "fit",
+    "fit_batch",
     "shard",
     "simulate",
     "steady_state",

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcell._node import is_concrete
 from jaxcell.grid import Grid
 
 HIGHEST = lax.Precision.HIGHEST
@@ -561,15 +562,33 @@ def spectral_eigenvalues(grid: Grid, kinds: tuple[str, ...], dtype: Any) -> jax.
     return jnp.asarray(lam, dtype)
 
 
+def dct_matrix(n: int, dtype: Any) -> jax.Array:
+    """Orthonormal DCT-II matrix ``(n, n)``: row k is the k-th cosine mode sampled at voxel centres."""
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :]
+    m = np.sqrt(2.0 / n) * np.cos(np.pi * k * (i + 0.5) / n)
+    m[0] /= np.sqrt(2.0)
+    return jnp.asarray(m, dtype)
+
+
 def to_spectral(c: jax.Array, cos_axes: list[int], fft_axes: list[int]) -> jax.Array:
-    x = jax.scipy.fft.dctn(c, type=2, axes=cos_axes, norm="ortho") if cos_axes else c
-    return jnp.fft.fftn(x, axes=fft_axes) if fft_axes else x
+    """Coefficients in the no-flux cosine basis (cos axes) and Fourier basis (periodic axes).
+
+    The cosine transform is a GEMM with the DCT-II matrix per axis: on CPU it is
+    several times faster than XLA's FFT-based DCT and needs no full-grid
+    complex twiddle constant.
+    """
+    for a in cos_axes:
+        c = apply_axis(dct_matrix(c.shape[a], c.dtype), c, a)
+    return jnp.fft.fftn(c, axes=fft_axes) if fft_axes else c
 
 
 def from_spectral(x: jax.Array, cos_axes: list[int], fft_axes: list[int]) -> jax.Array:
+    """Inverse of :func:`to_spectral` (real output)."""
     if fft_axes:
         x = jnp.fft.ifftn(x, axes=fft_axes).real
-    return jax.scipy.fft.idctn(x, type=2, axes=cos_axes, norm="ortho") if cos_axes else x
+    for a in cos_axes:
+        x = apply_axis(dct_matrix(x.shape[a], x.dtype).T, x, a)
+    return x
 
 
 def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
@@ -579,18 +598,32 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
         raise ValueError("solver='spectral' cannot hold interior voxels; use solver='implicit'")
     cos_axes, fft_axes = _spectral_axes(grid, p.faces.kinds)
     vol = grid.voxel_volume
-    src = boundary_source(grid, p.D, p.faces, dtype=c.dtype)
     z = (p.D * spectral_eigenvalues(grid, p.faces.kinds, c.dtype) - p.k) * dt
     p2 = phi2(z)
     p1 = 1 + z * p2
-    ch, sh = to_spectral(c, cos_axes, fft_axes), to_spectral(src, cos_axes, fft_axes)
-    new = from_spectral(ch + dt * p1 * (sh - 0 * ch) + (p1 * z) * ch, cos_axes, fft_axes)
-    # total mass obeys dM/dt = −kM + Σsrc exactly: integrate it in closed form
+    ch = to_spectral(c, cos_axes, fft_axes)
+    # e^z = 1 + z·φ1(z): the homogeneous part of the exact step
+    rhs = (1 + z * p1) * ch
+    zero_faces = all(k == "periodic" or (is_concrete(v) and float(np.asarray(v)) == 0.0)
+                     for k, v in zip(p.faces.kinds, p.faces.values))
+    if zero_faces:
+        # no face source (statically known): skip its transform
+        src_total = jnp.zeros((), c.dtype)
+    else:
+        # the barrier keeps XLA from constant-folding the transform of a constant source
+        src = lax.optimization_barrier(boundary_source(grid, p.D, p.faces, dtype=c.dtype))
+        rhs = rhs + dt * p1 * to_spectral(src, cos_axes, fft_axes)
+        src_total = jnp.sum(src) * vol
+    new = from_spectral(rhs, cos_axes, fft_axes)
+    # total mass obeys dM/dt = −kM + Σsrc exactly: integrate it in closed form, and
+    # put the transforms' round-off in the zero mode back (it would random-walk the mass)
     zk = -p.k * dt
     q2 = phi2(zk)
     q1 = 1 + zk * q2
-    mass, inflow_rate = jnp.sum(c) * vol, jnp.sum(src) * vol
-    decayed = p.k * (dt * q1 * mass + dt**2 * q2 * inflow_rate)
+    mass = jnp.sum(c) * vol
+    decayed = p.k * (dt * q1 * mass + dt**2 * q2 * src_total)
+    target = (1 + zk * q1) * mass + dt * q1 * src_total
+    new = new + (target - jnp.sum(new) * vol) / (vol * new.size)
     inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, dt, None)
     acc = Amounts(jnp.zeros((), c.dtype), inflow, outflow, jnp.zeros((), c.dtype), decayed)
     if ex is not None:

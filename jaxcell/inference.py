@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ import optax
 
 from jaxcell._node import float_dtype
 
-__all__ = ["FitResult", "fit", "objective"]
+__all__ = ["BatchFitResult", "FitResult", "fit", "fit_batch", "objective"]
 
 NUISANCES = (None, "scale", "scale+offset")
 NOISES = ("additive", "multiplicative")
@@ -935,3 +935,284 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
     for w in res.warnings:
         print(f"jaxcell: warning: {w}")
     return 0
+
+
+# --------------------------------------------------------------------------- batched fits (vmap)
+
+
+class BatchFitResult(NamedTuple):
+    """Outcome of :func:`fit_batch`: ``B`` independent fits, member ``i`` at index ``i`` of every array.
+
+    Attributes:
+        params: name -> ``(B,)`` fitted values, in the units ``predict`` uses.
+        stderr: name -> ``(B,)`` standard error of ``log(param)`` (relative
+            error; ``sigma² (JᵀJ)⁻¹`` as in :func:`fit`); ``inf`` where the
+            Fisher matrix is singular along a direction involving the parameter.
+        loss: ``(B,)`` final ``0.5 Σ r²`` (``inf`` if the member's loss became non-finite).
+        converged: ``(B,)`` bool: finite loss, relative loss change over the
+            last iterations at most ``tol``, and residual (nearly) orthogonal
+            to the Jacobian columns (largest cosine at most ``gtol``).
+        names: parameter names (order of ``init``).
+        scale: ``(B,)`` fitted intensity scale ``a`` (None without a nuisance).
+        offset: ``(B,)`` fitted offset ``b`` (None unless ``nuisance="scale+offset"``).
+        sigma: ``(B,)`` noise standard deviation estimated from the residuals
+            (1 when ``sigma=`` was given; NaN without degrees of freedom).
+        loss_history: ``(B, iterations + 1)`` loss at the start and after each iteration.
+    """
+
+    params: dict[str, np.ndarray]
+    stderr: dict[str, np.ndarray]
+    loss: np.ndarray
+    converged: np.ndarray
+    names: tuple[str, ...]
+    scale: np.ndarray | None
+    offset: np.ndarray | None
+    sigma: np.ndarray
+    loss_history: np.ndarray
+
+    @property
+    def best(self) -> int:
+        """Index of the member with the lowest (finite) loss: the winner of a many-starting-points ensemble."""
+        loss = np.where(np.isfinite(self.loss), self.loss, np.inf)
+        return int(np.argmin(loss))
+
+
+_CONV_WINDOW = 3  # iterations over which the relative loss change is measured for ``converged``
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
+                    noise: str, mode: str, iterations: int, damping: float) -> Callable:
+    """Jitted, vmapped fixed-iteration LM: ``(theta0 (B, P), o (B, n), w (B, n)) -> dict of (B, ...) arrays``."""
+    residual = _make_residual(predict, names, shape, nuisance, noise)
+    jac = jax.jacfwd if mode == "forward" else jax.jacrev
+
+    def evaluate(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple:
+        def both(t: jax.Array) -> tuple[jax.Array, tuple]:
+            r, ab = residual(t, o, w)
+            return r, (r, ab)
+
+        j, (r, (a, b)) = jac(both, has_aux=True)(theta)
+        loss = 0.5 * jnp.sum(r * r)
+        ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(j))
+        return r, j, a, b, jnp.where(ok, loss, jnp.inf)
+
+    def one(theta0: jax.Array, o: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
+        r0, j0, a0, b0, loss0 = evaluate(theta0, o, w)
+        p = theta0.shape[0]
+        eye = jnp.eye(p, dtype=theta0.dtype)
+        tiny = jnp.asarray(1e-300 if theta0.dtype == jnp.float64 else 1e-30, theta0.dtype)
+        mu0 = damping * jnp.maximum(jnp.max(jnp.diag(j0.T @ j0)), tiny)
+
+        def step(carry: tuple, _: None) -> tuple:
+            theta, r, j, a, b, loss, mu, nu = carry
+            g = j.T @ r
+            big_a = j.T @ j
+            scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
+            h = -jnp.linalg.solve(big_a + mu * eye, g)
+            h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
+            t_new = theta + h
+            r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w)
+            predicted = -(g @ h) - 0.5 * h @ big_a @ h
+            rho = jnp.where(predicted > 0, (loss - loss_n) / jnp.where(predicted > 0, predicted, 1.0), -1.0)
+            accept = jnp.isfinite(loss_n) & (rho > 0) & jnp.isfinite(loss)
+            mu_acc = mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+            mu_new = jnp.where(accept, mu_acc, mu * nu)
+            mu_new = jnp.clip(mu_new, 1e-20 * scale_a, 1e20 * scale_a)  # stays finite: no Python control flow
+            nu_new = jnp.where(accept, 2.0, jnp.minimum(2.0 * nu, 1e6))
+            sel = functools.partial(jnp.where, accept)
+            carry = (sel(t_new, theta), sel(r_n, r), sel(j_n, j), sel(a_n, a), sel(b_n, b), sel(loss_n, loss),
+                     mu_new, nu_new)
+            return carry, carry[5]
+
+        init = (theta0, r0, j0, a0, b0, loss0, mu0, jnp.asarray(2.0, theta0.dtype))
+        (theta, r, j, a, b, loss, _, _), hist = jax.lax.scan(step, init, None, length=iterations)
+        return {"theta": theta, "r": r, "j": j, "a": a, "b": b, "loss": loss,
+                "history": jnp.concatenate([loss0[None], hist])}
+
+    return jax.jit(jax.vmap(one))
+
+
+def _batch_init(init: Any) -> tuple[tuple[str, ...], np.ndarray, int | None]:
+    """``init`` of scalars and/or ``(B,)`` arrays -> (names, log-values ``(B or 1, P)``, B or None)."""
+    if not isinstance(init, Mapping) or not init:
+        raise ValueError("init must be a non-empty dict name -> positive starting value (scalar or (B,) array)")
+    names = tuple(init)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"init keys must be parameter names (str), got {names}")
+    cols: dict[str, np.ndarray] = {}
+    size: int | None = None
+    for n in names:
+        try:
+            v = np.asarray(init[n], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"init[{n!r}] must be a number or a 1D array of numbers, got {init[n]!r}") from None
+        if v.ndim > 1:
+            raise ValueError(f"init[{n!r}] has shape {v.shape}: give a scalar or a (B,) array of starting values")
+        if v.ndim == 1:
+            if v.size == 0:
+                raise ValueError(f"init[{n!r}] is an empty array")
+            if size is not None and v.size != size:
+                raise ValueError(f"init arrays have different lengths ({size} and {v.size} for {n!r}): "
+                                 "every batched starting value needs one entry per member")
+            size = v.size
+        bad = ~(np.isfinite(v) & (v > 0))
+        if bad.any():
+            where = f"[{int(np.argmax(bad.reshape(-1)))}]" if v.ndim else ""
+            raise ValueError(f"init[{n!r}]{where} = {v.reshape(-1)[np.argmax(bad.reshape(-1))]}: parameters are "
+                             "fitted in log space and must start > 0")
+        cols[n] = v
+    b = size if size is not None else 1
+    theta = np.stack([np.log(np.broadcast_to(cols[n], (b,))) for n in names], axis=1)
+    return names, theta, size
+
+
+def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisance: str | None = None,
+              noise: str = "additive", sigma: Any = None, iterations: int = 30, damping: float = 1e-3,
+              tol: float = 1e-8, gtol: float = 1e-6) -> BatchFitResult:
+    """Fit ``B`` problems at once: many profiles and/or many starting points, as one compiled program.
+
+    A pure-JAX Levenberg–Marquardt in log-parameters with a fixed number of
+    iterations (``jax.lax.scan``; the damping adapts per member with
+    ``jnp.where``), mapped over the members with ``jax.vmap`` and compiled once
+    (cached per ``predict`` and options, like :func:`fit`). Residuals, noise
+    models and the closed-form nuisance elimination are those of :func:`fit`
+    (see the module docstring). No bounds, no Adam fallback: members that end
+    far from a minimum are reported by ``converged`` and by their ``loss``.
+
+    ``predict`` must be vmappable: built from ``jc.*`` calls (e.g.
+    :func:`jaxcell.simulate`, :func:`jaxcell.steady_state`, ``grid.sample``)
+    with the parameters as traced values, no Python control flow on them, and
+    every quantity that fixes array shapes or step counts (``t_end``, ``dt``,
+    ``save_at``, sample points) concrete.
+
+    Args:
+        predict: ``params -> prediction`` as in :func:`fit` (params: dict of
+            positive scalars, in your units: µm²/s, 1/s, ...).
+        observed: ``(*shape)`` (one data set, shared by every member) or
+            ``(B, *shape)`` (one data set per member), ``*shape`` being the
+            shape of ``predict``'s output; no NaN.
+        init: name -> starting value (> 0): a scalar (shared) or a ``(B,)``
+            array (one per member, e.g. many starting points). Observed and
+            init are broadcast to the same ``B``.
+        nuisance, noise, sigma: as in :func:`fit`; ``sigma`` broadcasts to
+            ``(B, *shape)``.
+        iterations: LM iterations (each one evaluates residuals and Jacobian once).
+        damping: initial LM damping relative to the largest diagonal entry of ``JᵀJ``.
+        tol: ``converged`` needs a relative loss change of at most ``tol``
+            over the last 3 iterations.
+        gtol: ... and the largest cosine between the residual and a Jacobian
+            column at most ``gtol`` (so a stalled member is not converged).
+
+    Returns:
+        A :class:`BatchFitResult` (``(B,)`` arrays; ``.best`` is the index of the lowest loss).
+
+    Raises:
+        ValueError: bad options; non-positive or non-finite ``init``; ``init``
+            arrays of unequal length or whose length differs from the batch of
+            ``observed``; NaN in ``observed``; ``observed`` shaped neither like
+            the prediction nor like a batch of it; a non-finite loss at
+            every member's start. A member that alone starts at a non-finite
+            loss (e.g. one bad point of an ensemble) stays at its start and is
+            reported with ``loss = inf``, ``converged = False``.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from jaxcell.inference import fit_batch
+        >>> x = np.linspace(0.0, 50.0, 11)
+        >>> obs = np.stack([3.0 * np.exp(-x / lam) for lam in (10.0, 20.0)])  # (2, 11)
+        >>> res = fit_batch(lambda p: jnp.exp(-x / p["lam"]), obs, {"lam": 15.0}, nuisance="scale")
+        >>> np.round(res.params["lam"], 3).tolist(), np.round(res.scale, 3).tolist()
+        ([10.0, 20.0], [3.0, 3.0])
+    """
+    _check_options(nuisance, noise, None)
+    names, theta0, b_init = _batch_init(init)
+    iterations = int(iterations)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not (np.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be > 0, got {damping}")
+    obs = _check_observed(observed, noise)
+    dtype = float_dtype()
+
+    probe = {n: jax.ShapeDtypeStruct((), dtype) for n in names}
+    try:
+        shape = tuple(jax.eval_shape(lambda p: jnp.asarray(predict(p)), probe).shape)
+    except jax.errors.ConcretizationTypeError:
+        raise ValueError("predict must be traceable with traced parameters (no Python control flow on them; "
+                         "t_end, dt and save_at concrete)") from None
+    if obs.shape == shape:
+        b_obs = None
+    elif obs.ndim == len(shape) + 1 and obs.shape[1:] == shape:
+        b_obs = obs.shape[0]
+    else:
+        raise ValueError(f"observed has shape {obs.shape}, but predict returns {shape}: give observed as "
+                         f"{shape} (one data set) or (B, *{shape}) (one per member)")
+    if b_obs is not None and b_init is not None and b_obs != b_init:
+        raise ValueError(f"batch sizes differ: observed holds {b_obs} data sets but init arrays have {b_init} "
+                         "entries (give equal lengths, or a single data set / scalar init to share)")
+    batch = b_obs if b_obs is not None else (b_init if b_init is not None else 1)
+    obs_b = np.broadcast_to(obs, (batch, *shape)) if b_obs is None else obs
+    theta_b = np.broadcast_to(theta0, (batch, len(names)))
+    sig = _check_sigma(sigma, (batch, *shape))
+
+    n, p_count = math.prod(shape), len(names)
+    mode = "forward" if p_count <= n else "reverse"
+    key = (predict, names, shape, nuisance, noise, mode, iterations, float(damping))
+    try:
+        run = _compiled_batch(*key)
+    except TypeError:  # an unhashable callable: compile for this call only
+        run = _compiled_batch.__wrapped__(*key)
+    o = jnp.asarray(obs_b.reshape(batch, n), dtype)
+    w = jnp.asarray(np.ones((batch, n)) if sig is None else 1.0 / sig.reshape(batch, n), dtype)
+    out = {k: np.asarray(v, np.float64) for k, v in run(jnp.asarray(theta_b, dtype), o, w).items()}
+
+    hist = out["history"]
+    bad0 = ~np.isfinite(hist[:, 0])
+    if bad0.all():
+        start = {nm: float(np.exp(theta_b[0, k])) for k, nm in enumerate(names)}
+        what = "finite and positive" if noise == "multiplicative" else "finite"
+        raise ValueError(f"every member starts at a non-finite loss or Jacobian: the prediction at init (member 0: "
+                         f"{start}) must be {what} (with noise='multiplicative' every predicted value must be > 0)")
+
+    loss = out["loss"]
+    r, J = out["r"], out["j"]  # (B, n), (B, n, P)
+    window = min(_CONV_WINDOW, iterations)
+    prev = hist[:, -1 - window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(prev - loss) / np.maximum(np.abs(loss), 1e-300)
+        cols = np.linalg.norm(J, axis=1)  # (B, P)
+        rn = np.linalg.norm(r, axis=1, keepdims=True)
+        cos = np.abs(np.einsum("bnp,bn->bp", J, r)) / np.where(cols > 0, cols * rn, np.inf)
+    cos = np.where(rn > 0, cos, 0.0)
+    converged = np.isfinite(loss) & (rel <= tol) & (np.max(cos, axis=1) <= gtol)
+
+    dof = n - p_count - _N_NUISANCE[nuisance]
+    if sigma is not None:
+        s2 = np.ones(batch)
+    elif dof > 0:
+        s2 = 2.0 * loss / dof
+    else:
+        s2 = np.full(batch, np.nan)
+    fisher = np.einsum("bnp,bnq->bpq", J, J)
+    fisher = np.where(np.isfinite(fisher), fisher, 0.0)
+    evals, evecs = np.linalg.eigh(fisher)
+    top = np.maximum(evals[:, -1:], 1e-300)
+    singular = evals <= 1e-10 * top
+    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
+    with np.errstate(invalid="ignore"):
+        var = s2[:, None] * np.einsum("bpk,bk->bp", evecs ** 2, inv)
+    weight_null = np.einsum("bpk,bk->bp", evecs ** 2, singular.astype(np.float64))
+    se = np.where(weight_null > 1e-4, np.inf, np.sqrt(np.maximum(var, 0.0)))
+
+    return BatchFitResult(
+        params={nm: np.exp(out["theta"][:, k]) for k, nm in enumerate(names)},
+        stderr={nm: se[:, k] for k, nm in enumerate(names)},
+        loss=loss,
+        converged=converged,
+        names=names,
+        scale=out["a"] if nuisance is not None else None,
+        offset=out["b"] if nuisance == "scale+offset" else None,
+        sigma=np.sqrt(s2),
+        loss_history=hist,
+    )
