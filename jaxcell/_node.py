@@ -78,15 +78,20 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, _TRACER)
 
 
-def as_float(x: Any, name: str) -> jax.Array:
-    """``x`` as an array of the default float dtype; a clear error for junk."""
+def as_float(x: Any, name: str) -> Any:
+    """``x`` as an array of the default float dtype; a clear error for junk.
+
+    Concrete input stays a NumPy array: inside ``jax.jit`` (every ``jc.fit``)
+    a ``jnp`` conversion would turn even a literal into a tracer and switch
+    off the input checks and the static stability bounds that need values.
+    """
     if isinstance(x, _TRACER):
         return x.astype(float_dtype())
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number or an array of numbers, got {x!r}") from None
-    return jnp.asarray(arr, dtype=float_dtype())
+    return arr.astype(np.dtype(float_dtype()))
 
 
 def check_finite(x: Any, name: str, fix: str = "") -> None:

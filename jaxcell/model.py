@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcell._node import as_float, check_finite, check_nonneg, float_dtype, is_concrete, node, static_field
+from jaxcell._node import as_float, check_nonneg, float_dtype, is_concrete, node, static_field
 from jaxcell.binding import Response
 from jaxcell.cells import Cells
 from jaxcell.diffusion import Faces, Params
@@ -152,6 +152,7 @@ class Model:
                 else:
                     raise ValueError(f"fields must have shape (S, *grid.shape) = {shape}, got {f.shape}")
             check_nonneg(f, "fields", "amount/µm^ndim")
+            f = jnp.asarray(f)
         if self.dirichlet_mask is not None:
             f = jnp.where(self.dirichlet_mask, self.dirichlet_value.astype(dtype), f)
         if cells is not None:
@@ -201,4 +202,4 @@ def check_model_values(model: Model) -> None:
         check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
         for face, cond in s.boundary.items():
             if isinstance(cond, Flux):
-                check_finite(cond.value, f"Substrate {s.name!r} boundary {face!r} flux")
+                check_nonneg(cond.value, f"Substrate {s.name!r} boundary {face!r} flux", "amount/(µm^(ndim-1)·s)")

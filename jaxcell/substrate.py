@@ -12,19 +12,25 @@ from typing import Any
 
 import jax
 
-from jaxcell._node import as_float, check_finite, check_nonneg, node, static_field
+from jaxcell._node import as_float, check_nonneg, node, static_field
 from jaxcell.grid import AXES
 
 
 @node
 class Flux:
-    """Inward flux through a face, amount/(µm^(ndim-1)·s); ``Flux(0.0)`` is no-flux."""
+    """Inward flux through a face, amount/(µm^(ndim-1)·s), >= 0; ``Flux(0.0)`` is no-flux.
+
+    A negative (outward) flux fixed in advance would drain the face voxel below
+    zero once it runs dry; model a sink with :class:`Dirichlet` instead.
+    """
 
     value: jax.Array
 
     def __init__(self, value: Any = 0.0) -> None:
         v = as_float(value, "Flux value")
-        check_finite(v, "Flux value")
+        if v.ndim != 0:
+            raise ValueError(f"Flux value must be a scalar (amount/(µm^(ndim-1)·s)), got shape {v.shape}")
+        check_nonneg(v, "Flux value", "amount/(µm^(ndim-1)·s), inward; for a sink use jc.Dirichlet(0.0)")
         object.__setattr__(self, "value", v)
 
 
@@ -36,6 +42,8 @@ class Dirichlet:
 
     def __init__(self, value: Any = 0.0) -> None:
         v = as_float(value, "Dirichlet value")
+        if v.ndim != 0:
+            raise ValueError(f"Dirichlet value must be a scalar (amount/µm^ndim), got shape {v.shape}")
         check_nonneg(v, "Dirichlet value", "amount/µm^ndim")
         object.__setattr__(self, "value", v)
 
