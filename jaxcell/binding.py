@@ -104,7 +104,7 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
     # cap the net demand on each voxel at what it holds
     flows = deposit(grid, idx, aw, jnp.concatenate([jnp.maximum(taken, 0.0), jnp.maximum(-taken, 0.0)], axis=1))
     demand, given = flows[:n_sub], flows[n_sub:]
-    supply = fields * vol + given
+    supply = jnp.maximum(fields * vol + given, 0.0)
     ratio = jnp.where(demand > supply, supply / jnp.where(demand > 0, demand, 1.0), 1.0)
     flat = ratio.reshape(n_sub, -1)
     g = jnp.min(jnp.where(aw[None] > 0, flat[:, idx], 1.0), axis=-1).T  # (N, S)
@@ -118,7 +118,11 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
         removed = ratio * demand - given
     else:
         removed = deposit(grid, idx, aw, taken)
-    fields = jnp.maximum(fields - removed / vol, 0.0)
+    # no clamp: the cap keeps a non-negative voxel non-negative, and a clamp would
+    # create molecules no budget term records
+    # a capped voxel is emptied exactly (its removal equals its supply up to round-off)
+    emptied = (demand > supply) & (fields * vol + given >= 0)
+    fields = jnp.where(emptied, 0.0, fields - removed / vol)
     internal = jnp.sum(new.internalised - rec.internalised, axis=0)
     return fields, replace(cells, receptors=new), internal
 
