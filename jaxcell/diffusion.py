@@ -261,7 +261,7 @@ def axis_inverse(n: int, h: float, kinds: tuple[str, str], alpha: jax.Array, rho
     dtype = jnp.result_type(alpha, rho)
     vj = jnp.asarray(v, dtype)
     scale = 1.0 / (1 + rho - alpha * jnp.asarray(w, dtype))
-    return jnp.matmul(vj * scale, vj.T, precision=HIGHEST)
+    return jnp.matmul(vj * scale[None, :], vj.T, precision=HIGHEST)
 
 
 def apply_axis(minv: jax.Array, x: jax.Array, axis: int) -> jax.Array:

@@ -145,7 +145,7 @@ class Grid:
             u = (points[..., a] - self.origin[a]) / self.spacing[a] - 0.5
             u = jnp.clip(u, 0.0, max(n - 1, 0))
             i0 = jnp.clip(jnp.floor(u), 0, max(n - 2, 0)).astype(jnp.int32)
-            f = u - i0
+            f = u - i0.astype(u.dtype)
             i1 = jnp.minimum(i0 + 1, n - 1)
             corner_idx.append((i0, i1))
             corner_w.append((1.0 - f, f))
@@ -184,4 +184,5 @@ def _sample(grid: Grid, fields: jax.Array, points: jax.Array) -> jax.Array:
     """Compiled body of :meth:`Grid.sample` (one compilation per grid and shapes)."""
     idx, w = grid.linear_weights(points)
     flat = fields.reshape(fields.shape[: fields.ndim - grid.ndim] + (grid.size,))
-    return jnp.sum(flat[..., idx] * w.astype(flat.dtype), axis=-1)
+    w = w.astype(flat.dtype).reshape((1,) * (flat.ndim - 1) + w.shape)
+    return jnp.sum(flat[..., idx] * w, axis=-1)

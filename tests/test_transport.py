@@ -787,3 +787,19 @@ def test_implicit_warns_where_it_may_undershoot():
     model = jc.Model(grid, [jc.Substrate("a", 1.0)])
     with pytest.warns(RuntimeWarning, match="undershoot"):
         jc.simulate(model, model.init(), t_end=20.0, dt=10.0)
+
+
+@pytest.mark.parametrize("solver", ["implicit", "lod", "explicit", "spectral"])
+def test_runs_under_strict_promotion(solver):
+    """No implicit rank or dtype promotion anywhere (equinox's strict test habit)."""
+    grid = jc.Grid((8, 6), 5.0)
+    faces = {"x-": jc.Flux(0.3)} if solver == "spectral" else {"x-": jc.Flux(0.3), "x+": jc.Dirichlet(0.2)}
+    rec = jc.Receptors(total=100.0, kon=0.05, koff=1e-3, kint=1e-2)
+    cells = jc.Cells(np.array([[12.0, 7.0], [30.0, 22.0]]), secretion=2.0, uptake=1.0, receptors=rec)
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        model = jc.Model(grid, [jc.Substrate("a", 10.0, 0.01, boundary=faces)], solver=solver, coupling="linear")
+        state, traj = jc.simulate(model, model.init(cells), t_end=20.0, dt=1.0, save_every=5.0)
+        values = grid.sample(traj.fields, np.array([[0.0, 0.0], [40.0, 30.0]]))
+        b = jc.budget(state)
+    assert values.shape == (5, 1, 2)
+    assert abs(float(b["residual"][0])) <= 1e-12 * float(b["secreted"][0] + b["inflow"][0])
