@@ -16,6 +16,15 @@ from jaxcell._node import as_float, check_nonneg, node, static_field
 from jaxcell.grid import AXES
 
 
+def _face_value(value: Any, kind: str, unit: str, note: str = "") -> Any:
+    """A face condition's value: a finite scalar >= 0 (checked when concrete)."""
+    v = as_float(value, f"{kind} value")
+    if v.ndim != 0:
+        raise ValueError(f"{kind} value must be a scalar ({unit}), got shape {v.shape}")
+    check_nonneg(v, f"{kind} value", f"{unit}{', ' + note if note else ''}")
+    return v
+
+
 @node
 class Flux:
     """Inward flux through a face, amount/(µm^(ndim-1)·s), >= 0; ``Flux(0.0)`` is no-flux.
@@ -27,11 +36,8 @@ class Flux:
     value: jax.Array
 
     def __init__(self, value: Any = 0.0) -> None:
-        v = as_float(value, "Flux value")
-        if v.ndim != 0:
-            raise ValueError(f"Flux value must be a scalar (amount/(µm^(ndim-1)·s)), got shape {v.shape}")
-        check_nonneg(v, "Flux value", "amount/(µm^(ndim-1)·s), inward; for a sink use jc.Dirichlet(0.0)")
-        object.__setattr__(self, "value", v)
+        object.__setattr__(self, "value", _face_value(value, "Flux", "amount/(µm^(ndim-1)·s)",
+                                                      "inward; for a sink use jc.Dirichlet(0.0)"))
 
 
 @node
@@ -41,11 +47,7 @@ class Dirichlet:
     value: jax.Array
 
     def __init__(self, value: Any = 0.0) -> None:
-        v = as_float(value, "Dirichlet value")
-        if v.ndim != 0:
-            raise ValueError(f"Dirichlet value must be a scalar (amount/µm^ndim), got shape {v.shape}")
-        check_nonneg(v, "Dirichlet value", "amount/µm^ndim")
-        object.__setattr__(self, "value", v)
+        object.__setattr__(self, "value", _face_value(value, "Dirichlet", "amount/µm^ndim"))
 
 
 @node
