@@ -175,7 +175,8 @@ class State:
     fields: ``(S, *grid.shape)`` amount/µm^ndim; t: time in s; cells: :class:`Cells`
     or None; totals: accumulated budget amounts, each ``(S,)``. ``t_static`` is
     the host-side copy of ``t`` that lets :func:`simulate` plan its steps under jit;
-    ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`.
+    ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`;
+    ``sharding`` (set by :func:`jaxcell.shard`) is how simulate splits the fields.
     """
 
     fields: jax.Array
@@ -184,6 +185,7 @@ class State:
     totals: dict
     t_static: float | None = static_field(default=None)
     voxel_volume: float = static_field(default=1.0)
+    sharding: Any = static_field(default=None)
 
 
 def state_time(state: State) -> float:

@@ -33,8 +33,9 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
     :func:`jaxcell.simulate` then runs with XLA's sharding propagation, which
     inserts the halo exchanges of the stencils and the gathers of the implicit
     sweeps; results equal the single-device run to round-off. When the grid's
-    first axis does not divide by the number of devices the fields are
-    replicated along it instead (correct, not faster).
+    first axis does not divide by the number of devices, the fields are stored
+    replicated between calls (an array cannot be placed unevenly) and split
+    inside :func:`jaxcell.simulate`, where XLA pads the axis.
     """
     if not isinstance(state, State):
         raise ValueError("shard(state, mesh) needs the jc.State from model.init()")
@@ -51,4 +52,5 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
     rep = NamedSharding(mesh, PartitionSpec())
     rest = jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), rep),
                                   (state.t, state.cells, state.totals))
-    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2])
+    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2],
+                   sharding=NamedSharding(mesh, PartitionSpec(None, name)))

@@ -159,7 +159,7 @@ def _exchange(model: Model, cells: Cells, idx: jax.Array, w: jax.Array) -> list[
 
 
 def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w: Any,
-               fixed_exchange: list[Exchange] | None) -> Callable[[Any], Any]:
+               fixed_exchange: list[Exchange] | None, sharding: Any = None) -> Callable[[Any], Any]:
     """A pure step (fields, cells, totals) -> same, for a step of length dt."""
     grid, dtype = model.grid, dt.dtype
     params = [model.params(i, dtype) for i in range(model.n_substrates)]
@@ -207,6 +207,9 @@ def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w:
                 flows["outflow"] = flows["outflow"] + outflow
                 fields = jnp.where(model.dirichlet_mask, hold, fields)
         totals = {**totals, **{k: totals[k] + flows[k] for k in BUDGET_FLOWS}}
+        if sharding is not None:
+            # keeps the split through the loop; XLA pads an axis that does not divide
+            fields = lax.with_sharding_constraint(fields, sharding)
         return fields, cells, totals
 
     return step
@@ -235,11 +238,13 @@ def _repeat(step: Callable[[Any], Any], carry: Any, n: int, checkpoint: str | No
     return lax.scan(body, carry, None, length=n)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("dt", "groups", "n_sub", "checkpoint", "save_cells"))
+@functools.partial(jax.jit, static_argnames=("dt", "groups", "n_sub", "checkpoint", "save_cells", "sharding"))
 def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, dt: float,
          groups: tuple[_Group, ...], n_sub: tuple[int, ...], checkpoint: str | None,
-         save_cells: bool) -> tuple[Any, jax.Array, Any]:
+         save_cells: bool, sharding: Any = None) -> tuple[Any, jax.Array, Any]:
     dtype = fields.dtype
+    if sharding is not None:
+        fields = lax.with_sharding_constraint(fields, sharding)
     idx = w = fixed = order = None
     if cells is not None and cells.n >= SORT_MIN:
         # scatters and gathers of cells in voxel order touch memory in order
@@ -255,11 +260,11 @@ def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, 
             if not (is_concrete(sub.diffusion) and is_concrete(sub.decay)):
                 jax.debug.callback(functools.partial(_check_bounds, sub.name, max_d=model.max_diffusion,
                                                      max_k=model.max_decay), sub.diffusion, sub.decay)
-    full = _make_step(model, jnp.asarray(dt, dtype), n_sub, idx, w, fixed)
+    full = _make_step(model, jnp.asarray(dt, dtype), n_sub, idx, w, fixed, sharding)
     carry = (fields, cells, totals)
     frames, frame_cells = [], []
     for g in groups:
-        rest = _make_step(model, jnp.asarray(g.rest, dtype), n_sub, idx, w, fixed) if g.rest else None
+        rest = _make_step(model, jnp.asarray(g.rest, dtype), n_sub, idx, w, fixed, sharding) if g.rest else None
 
         def interval(c: Any, g: _Group = g, rest: Any = rest) -> Any:
             c = _repeat(full, c, g.steps, checkpoint)
@@ -336,7 +341,7 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         _warn_if_not_monotone(model, dt_f)
     (fields, cells, totals), saved, saved_cells = _run(
         model, state.fields, state.cells, state.totals, dt=dt_f, groups=groups, n_sub=n_sub,
-        checkpoint=checkpoint, save_cells=save_cells)
+        checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding)
     new = replace(state, fields=fields, cells=cells, totals=totals,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
