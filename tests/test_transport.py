@@ -803,3 +803,12 @@ def test_runs_under_strict_promotion(solver):
         b = jc.budget(state)
     assert values.shape == (5, 1, 2)
     assert abs(float(b["residual"][0])) <= 1e-12 * float(b["secreted"][0] + b["inflow"][0])
+
+
+def test_public_api_is_pinned():
+    """The names users import (STYLE.md: a test pins __all__); extend deliberately, never rename."""
+    assert sorted(jc.__all__) == sorted([
+        "BatchFitResult", "Cells", "Dirichlet", "FitResult", "Flux", "Grid", "Model", "Periodic", "Receptors",
+        "Response", "State", "Substrate", "Trajectory", "budget", "fit", "fit_batch", "shard", "simulate",
+        "steady_state"])
+    assert all(hasattr(jc, name) for name in jc.__all__)
