@@ -246,9 +246,12 @@ def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, 
     if sharding is not None:
         fields = lax.with_sharding_constraint(fields, sharding)
     idx = w = fixed = order = None
-    if cells is not None and cells.n >= SORT_MIN:
+    per_step_cells = cells is not None and (bool(model.responses) or cells.receptors is not None)
+    if per_step_cells and cells.n >= SORT_MIN:
         # scatters and gathers of cells in voxel order touch memory in order
-        # (2-6x faster at 1e6 cells); sorted once per call, undone at the end
+        # (2-6x faster at 1e6 cells); sorted once per call, undone at the end.
+        # Without responses or receptors the cells are deposited once per call,
+        # and the sort would cost more than it saves.
         order = jnp.argsort(model.grid.voxel_index(cells.position))
         cells = _take(cells, order)
     if cells is not None:
