@@ -21,28 +21,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_transport import best_time  # one timing rule for every benchmark
 
 import jaxcell as jc
 
 D, DECAY, SPACING, DT = 1000.0, 0.01, 10.0, 0.01  # µm²/s, 1/s, µm, s (explicit: one sub-step)
 MODES = ("fixed", "response", "receptors")
 COUPLINGS = ("nearest", "linear")
-
-
-def best_time(fn: Callable[[], Any], repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def make_model(n: int, coupling: str, mode: str, solver: str) -> jc.Model:

@@ -27,15 +27,6 @@ from typing import Any
 D, DECAY, SPACING, DT = 1000.0, 0.01, 10.0, 0.01  # as in bench_transport: explicit needs one sub-step
 
 
-def best_time(fn: Any, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def time_steps(model: Any, state: Any, steps: int, repeat: int) -> float:
     """Seconds per step (best of ``repeat``) of ``jc.simulate`` over ``steps`` steps."""
     import jaxcell as jc
@@ -45,6 +36,8 @@ def time_steps(model: Any, state: Any, steps: int, repeat: int) -> float:
         new.fields.block_until_ready()
 
     run()
+    from bench_transport import best_time  # imported late: it imports jax, and XLA_FLAGS must come first
+
     return best_time(run, repeat) / steps
 
 
