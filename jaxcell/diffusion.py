@@ -549,17 +549,22 @@ def _spectral_axes(grid: Grid, kinds: tuple[str, ...]) -> tuple[list[int], list[
 
 
 def spectral_eigenvalues(grid: Grid, kinds: tuple[str, ...], dtype: Any) -> jax.Array:
-    """Eigenvalues of the discrete Laplacian (µm⁻²) in the DCT/FFT basis, ``grid.shape``."""
+    """Eigenvalues of the discrete Laplacian (µm⁻²) in the DCT/FFT basis, broadcasting to ``grid.shape``.
+
+    Built as a sum of one vector per axis, so the program holds ``Σn`` numbers,
+    not a grid-sized constant (512 MiB at 512³ in float32), and XLA computes
+    the sum where it is used.
+    """
     cos_axes, _ = _spectral_axes(grid, kinds)
-    lam = np.zeros(grid.shape)
+    lam = jnp.zeros((), dtype)
     for a in range(grid.ndim):
         n, h = grid.shape[a], grid.spacing[a]
         m = np.arange(n)
         s = np.sin(np.pi * m / (2 * n)) if a in cos_axes else np.sin(np.pi * m / n)
         shape = [1] * grid.ndim
         shape[a] = n
-        lam = lam - (4 / h**2 * s**2).reshape(shape)
-    return jnp.asarray(lam, dtype)
+        lam = lam - jnp.asarray((4 / h**2 * s**2).reshape(shape), dtype)
+    return jnp.broadcast_to(lam, grid.shape)
 
 
 def dct_matrix(n: int, dtype: Any) -> jax.Array:
