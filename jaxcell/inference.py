@@ -229,14 +229,16 @@ def _nuisance(y: jax.Array, o: jax.Array, w2: jax.Array, nuisance: str | None,
 
 
 def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
-                   noise: str) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, tuple]]:
-    """``(theta (P,), o (n,), w (n,)) -> (r (n,), (scale, offset))``: the projected residual (not jitted).
+                   noise: str, fixed_names: tuple[str, ...] = ()) -> Callable[..., tuple[jax.Array, tuple]]:
+    """``(theta (P,), o (n,), w (n,)[, fx (F,)]) -> (r (n,), (scale, offset))``: the projected residual (not jitted).
 
-    ``o`` is the flattened data, ``w`` the weights ``1/sigma``; both are arguments
-    (not constants) so that one compiled function serves every data set.
+    ``o`` is the flattened data, ``w`` the weights ``1/sigma``, ``fx`` the values
+    of the held (not fitted) parameters ``fixed_names``; all are arguments (not
+    constants) so that one compiled function serves every data set and held value.
     """
-    def residual(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple]:
+    def residual(theta: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array | None = None) -> tuple[jax.Array, tuple]:
         p = {n: jnp.exp(theta[i]) for i, n in enumerate(names)}
+        p.update({n: fx[i] for i, n in enumerate(fixed_names)})
         y = jnp.asarray(predict(p))
         if tuple(y.shape) != shape:
             raise ValueError(f"predict(params) returned shape {tuple(y.shape)} but observed has shape {shape}; "
@@ -744,7 +746,11 @@ def _fit_predict(spec: _FitSpec) -> Predict:
 
 
 def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict[str, list]]:
-    """Profile likelihood: loss with each parameter fixed on a grid around the optimum, the others re-fitted."""
+    """Profile likelihood: loss with each parameter held on a grid around the optimum, the others re-fitted.
+
+    The grid of held values is one :func:`fit_batch` per parameter (one
+    compiled program, the held value traced), started from the best fit.
+    """
     out: dict[str, dict[str, list]] = {}
     for name in res.names:
         best = res.params[name]
@@ -752,22 +758,17 @@ def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict
         span = float(np.clip(3.0 * se, 0.1, 1.0)) if np.isfinite(se) else 1.0
         values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
         others = {n: res.params[n] for n in res.names if n != name}
-        losses = []
-        for v in values:
-            def fixed(p: dict[str, jax.Array], v: float = float(v), name: str = name) -> jax.Array:
-                return predict({**p, name: jnp.asarray(v, float_dtype())})
-
-            if others:
-                try:
-                    r = fit(fixed, spec.value, others, nuisance=spec.nuisance, noise=spec.noise,
-                            maxiter=_PROFILE_MAXITER, fallback_steps=0)
-                    loss = float(r.loss[-1])
-                except ValueError:
-                    loss = float("nan")
-            else:
-                loss = float(objective(fixed, spec.value, nuisance=spec.nuisance, noise=spec.noise)({}))
-            losses.append(_finite(loss))
-        out[name] = {"values": [float(v) for v in values], "loss": losses}
+        if others:
+            try:
+                batch = fit_batch(predict, spec.value, others, fixed={name: values}, nuisance=spec.nuisance,
+                                  noise=spec.noise, iterations=_PROFILE_MAXITER)
+                losses = [float(v) for v in batch.loss]
+            except ValueError:
+                losses = [float("nan")] * len(values)
+        else:
+            loss = jax.jit(objective(predict, spec.value, nuisance=spec.nuisance, noise=spec.noise))
+            losses = [float(loss({name: jnp.asarray(v, float_dtype())})) for v in values]
+        out[name] = {"values": [float(v) for v in values], "loss": [_finite(v) for v in losses]}
     return out
 
 
@@ -982,14 +983,15 @@ _CONV_WINDOW = 3  # iterations over which the relative loss change is measured f
 
 @functools.lru_cache(maxsize=16)
 def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
-                    noise: str, mode: str, iterations: int, damping: float) -> Callable:
-    """Jitted, vmapped fixed-iteration LM: ``(theta0 (B, P), o (B, n), w (B, n)) -> dict of (B, ...) arrays``."""
-    residual = _make_residual(predict, names, shape, nuisance, noise)
+                    noise: str, mode: str, iterations: int, damping: float,
+                    fixed_names: tuple[str, ...] = ()) -> Callable:
+    """Jitted, vmapped fixed-iteration LM: ``(theta0 (B, P), o (B, n), w (B, n), fx (B, F)) -> dict of (B, ...)``."""
+    residual = _make_residual(predict, names, shape, nuisance, noise, fixed_names)
     jac = jax.jacfwd if mode == "forward" else jax.jacrev
 
-    def evaluate(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple:
+    def evaluate(theta: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array) -> tuple:
         def both(t: jax.Array) -> tuple[jax.Array, tuple]:
-            r, ab = residual(t, o, w)
+            r, ab = residual(t, o, w, fx)
             return r, (r, ab)
 
         j, (r, (a, b)) = jac(both, has_aux=True)(theta)
@@ -997,8 +999,8 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
         ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(j))
         return r, j, a, b, jnp.where(ok, loss, jnp.inf)
 
-    def one(theta0: jax.Array, o: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
-        r0, j0, a0, b0, loss0 = evaluate(theta0, o, w)
+    def one(theta0: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array) -> dict[str, jax.Array]:
+        r0, j0, a0, b0, loss0 = evaluate(theta0, o, w, fx)
         p = theta0.shape[0]
         eye = jnp.eye(p, dtype=theta0.dtype)
         tiny = jnp.asarray(1e-300 if theta0.dtype == jnp.float64 else 1e-30, theta0.dtype)
@@ -1012,7 +1014,7 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
             h = -jnp.linalg.solve(big_a + mu * eye, g)
             h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
             t_new = theta + h
-            r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w)
+            r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w, fx)
             predicted = -(g @ h) - 0.5 * h @ big_a @ h
             rho = jnp.where(predicted > 0, (loss - loss_n) / jnp.where(predicted > 0, predicted, 1.0), -1.0)
             accept = jnp.isfinite(loss_n) & (rho > 0) & jnp.isfinite(loss)
@@ -1031,6 +1033,34 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
                 "history": jnp.concatenate([loss0[None], hist])}
 
     return jax.jit(jax.vmap(one))
+
+
+def _batch_fixed(fixed: Any, names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray, int | None]:
+    """``fixed`` of scalars and/or ``(B,)`` arrays -> (names, values ``(B or 1, F)``, B or None)."""
+    if fixed is None:
+        return (), np.zeros((1, 0)), None
+    if not isinstance(fixed, Mapping):
+        raise ValueError("fixed must be a dict name -> held value (scalar or (B,) array)")
+    cols, size = [], None
+    for n, v in fixed.items():
+        if not isinstance(n, str):
+            raise ValueError(f"fixed keys must be parameter names (str), got {n!r}")
+        if n in names:
+            raise ValueError(f"{n!r} is both fitted (init) and held (fixed); give it in one of them")
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"fixed[{n!r}] must be a number or a 1D array of numbers, got {v!r}") from None
+        if a.ndim > 1 or (a.ndim == 1 and a.size == 0) or not np.all(np.isfinite(a)):
+            raise ValueError(f"fixed[{n!r}] must be a finite scalar or non-empty (B,) array, got shape "
+                             f"{a.shape} with values {a.reshape(-1)[:5]}")
+        if a.ndim == 1:
+            if size is not None and a.size != size:
+                raise ValueError(f"fixed arrays have different lengths ({size} and {a.size} for {n!r})")
+            size = a.size
+        cols.append(a)
+    b = size if size is not None else 1
+    return tuple(fixed), np.stack([np.broadcast_to(a, (b,)) for a in cols], axis=1), size
 
 
 def _batch_init(init: Any) -> tuple[tuple[str, ...], np.ndarray, int | None]:
@@ -1069,7 +1099,7 @@ def _batch_init(init: Any) -> tuple[tuple[str, ...], np.ndarray, int | None]:
 
 def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisance: str | None = None,
               noise: str = "additive", sigma: Any = None, iterations: int = 30, damping: float = 1e-3,
-              tol: float = 1e-8, gtol: float = 1e-6) -> BatchFitResult:
+              tol: float = 1e-8, gtol: float = 1e-6, fixed: Mapping[str, Any] | None = None) -> BatchFitResult:
     """Fit ``B`` problems at once: many profiles and/or many starting points, as one compiled program.
 
     A pure-JAX Levenberg–Marquardt in log-parameters with a fixed number of
@@ -1103,6 +1133,11 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
             over the last 3 iterations.
         gtol: ... and the largest cosine between the residual and a Jacobian
             column at most ``gtol`` (so a stalled member is not converged).
+        fixed: name -> value of a parameter that ``predict`` needs but that is
+            held, not fitted: a scalar or a ``(B,)`` array (one per member,
+            e.g. the grid of a profile likelihood). Finite; names distinct
+            from ``init``'s. Held values are traced, so new values reuse the
+            compiled program.
 
     Returns:
         A :class:`BatchFitResult` (``(B,)`` arrays; ``.best`` is the index of the lowest loss).
@@ -1127,6 +1162,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     """
     _check_options(nuisance, noise, None)
     names, theta0, b_init = _batch_init(init)
+    fixed_names, fx0, b_fix = _batch_fixed(fixed, names)
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -1135,7 +1171,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     obs = _check_observed(observed, noise)
     dtype = float_dtype()
 
-    probe = {n: jax.ShapeDtypeStruct((), dtype) for n in names}
+    probe = {n: jax.ShapeDtypeStruct((), dtype) for n in names + fixed_names}
     try:
         shape = tuple(jax.eval_shape(lambda p: jnp.asarray(predict(p)), probe).shape)
     except jax.errors.ConcretizationTypeError:
@@ -1148,24 +1184,28 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     else:
         raise ValueError(f"observed has shape {obs.shape}, but predict returns {shape}: give observed as "
                          f"{shape} (one data set) or (B, *{shape}) (one per member)")
-    if b_obs is not None and b_init is not None and b_obs != b_init:
-        raise ValueError(f"batch sizes differ: observed holds {b_obs} data sets but init arrays have {b_init} "
-                         "entries (give equal lengths, or a single data set / scalar init to share)")
-    batch = b_obs if b_obs is not None else (b_init if b_init is not None else 1)
+    sizes = {what: b for what, b in (("observed data sets", b_obs), ("init entries", b_init),
+                                     ("fixed entries", b_fix)) if b is not None}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("batch sizes differ: " + ", ".join(f"{b} {what}" for what, b in sizes.items())
+                         + " (give equal lengths, or a single data set / scalar values to share)")
+    batch = next(iter(sizes.values()), 1)
     obs_b = np.broadcast_to(obs, (batch, *shape)) if b_obs is None else obs
     theta_b = np.broadcast_to(theta0, (batch, len(names)))
+    fx_b = np.broadcast_to(fx0, (batch, len(fixed_names)))
     sig = _check_sigma(sigma, (batch, *shape))
 
     n, p_count = math.prod(shape), len(names)
     mode = "forward" if p_count <= n else "reverse"
-    key = (predict, names, shape, nuisance, noise, mode, iterations, float(damping))
+    key = (predict, names, shape, nuisance, noise, mode, iterations, float(damping), fixed_names)
     try:
         run = _compiled_batch(*key)
     except TypeError:  # an unhashable callable: compile for this call only
         run = _compiled_batch.__wrapped__(*key)
     o = jnp.asarray(obs_b.reshape(batch, n), dtype)
     w = jnp.asarray(np.ones((batch, n)) if sig is None else 1.0 / sig.reshape(batch, n), dtype)
-    out = {k: np.asarray(v, np.float64) for k, v in run(jnp.asarray(theta_b, dtype), o, w).items()}
+    out = {k: np.asarray(v, np.float64)
+           for k, v in run(jnp.asarray(theta_b, dtype), o, w, jnp.asarray(fx_b, dtype)).items()}
 
     hist = out["history"]
     bad0 = ~np.isfinite(hist[:, 0])

@@ -125,3 +125,44 @@ def test_clear_errors():
         fit_batch(_predict, obs, {"D": 1e-3, "k": np.array([1e-2, 2e-2])}, noise="multiplicative")
     with pytest.raises(ValueError, match="scalar or a"):
         fit_batch(_predict, obs, {"D": np.ones((2, 2)), "k": 1e-4})
+
+
+def test_fixed_parameters_per_member_closed_form():
+    """Held values per member: with lam held, the best amplitude is linear least squares (closed form)."""
+    import jax.numpy as jnp
+
+    from jaxcell.inference import _compiled_batch
+
+    x = np.linspace(0.0, 60.0, 25)
+    y = 3.0 * np.exp(-x / 20.0) + 0.01 * np.sin(x)  # not exactly the model, so losses differ per member
+
+    def predict(p):
+        return p["a"] * jnp.exp(-x / p["lam"])
+
+    lams = np.array([12.0, 20.0, 31.0])
+    res = fit_batch(predict, y, {"a": 1.0}, fixed={"lam": lams}, iterations=20)
+    for i, lam in enumerate(lams):
+        e = np.exp(-x / lam)
+        a = y @ e / (e @ e)
+        assert abs(res.params["a"][i] / a - 1) < 1e-8, (lam, res.params["a"][i], a)
+        assert abs(res.loss[i] - 0.5 * np.sum((y - a * e) ** 2)) < 1e-10
+    assert res.names == ("a",) and res.converged.all()
+    assert np.argmin(res.loss) == 1  # the true decay length fits best
+    misses = _compiled_batch.cache_info().misses
+    again = fit_batch(predict, y, {"a": 1.0}, fixed={"lam": lams * 1.1}, iterations=20)
+    assert _compiled_batch.cache_info().misses == misses  # held values are traced: no recompilation
+    assert not np.allclose(again.loss, res.loss)
+
+
+@pytest.mark.parametrize("fixed, match", [
+    ({"a": 2.0}, "both fitted"),
+    ({"lam": np.nan}, "finite"),
+    ({"lam": np.ones((2, 2))}, "finite scalar or non-empty"),
+    ({"lam": np.ones(4)}, "batch sizes differ"),
+])
+def test_fixed_bad_input(fixed, match):
+    import jax.numpy as jnp
+
+    x = np.linspace(0.0, 10.0, 5)
+    with pytest.raises(ValueError, match=match):
+        fit_batch(lambda p: p["a"] * jnp.exp(-x / p["lam"]), np.exp(-x / 3), {"a": np.ones(3)}, fixed=fixed)
