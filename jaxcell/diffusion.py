@@ -88,6 +88,32 @@ def _add(a: Amounts, b: Amounts) -> Amounts:
     return Amounts(*(x + y for x, y in zip(a, b)))
 
 
+class Layout(NamedTuple):
+    """Shardings of one field on a mesh: as stored (split along axis 0) and split along axis 1."""
+
+    split: Any
+    across: Any
+
+
+def along_axis(fn: Any, x: jax.Array, axis: int, layout: Layout | None) -> jax.Array:
+    """``fn(x)`` for line work (solves, transforms) along ``axis``.
+
+    When the field is split along that axis, ``fn`` runs on the field split
+    along axis 1 instead: two all-to-alls of 1/devices of the field, where
+    sharding propagation would gather the whole field on every device (memory
+    and traffic that grow with the grid, not with the shard).
+    """
+    if layout is None or x.ndim < 2:
+        return fn(x)
+    if axis != 0:  # local in the stored layout; pinned so that no other layout leaks in
+        return lax.with_sharding_constraint(fn(lax.with_sharding_constraint(x, layout.split)), layout.split)
+    # pinned on both sides of each reshard: otherwise layouts propagate through it
+    # and the partitioner gathers fn's input, or reshards the inputs of x piecewise
+    x = lax.with_sharding_constraint(x, layout.split)
+    out = fn(lax.with_sharding_constraint(x, layout.across))
+    return lax.with_sharding_constraint(lax.with_sharding_constraint(out, layout.across), layout.split)
+
+
 def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(inflow, outflow) of an array of signed amounts."""
     return jnp.sum(jnp.maximum(x, 0)), jnp.sum(jnp.maximum(-x, 0))
@@ -139,19 +165,20 @@ def add_boundary_source(x: jax.Array, grid: Grid, D: jax.Array, faces: Faces, sc
     """``x`` plus ``scale`` × the constant face source, touching only the face slabs.
 
     The source (amount/(µm^ndim·s)) is ``j/h`` in voxels next to a flux face and
-    ``2Dv/h²`` next to a Dirichlet face; updating slabs in place avoids a
-    full-grid source array in every step.
+    ``2Dv/h²`` next to a Dirichlet face. Each slab is read, shifted and written
+    back in place (a dynamic-update-slice, not a scatter: the partitioner keeps
+    a field split over devices split for it, where a scatter made it reshard
+    the whole field), so no grid-sized source array exists.
     """
     for a in range(grid.ndim) if axes is None else axes:
-        h = grid.spacing[a]
+        n, h = grid.shape[a], grid.spacing[a]
         for end in (0, 1):
             kind, v = faces.kinds[2 * a + end], faces.values[2 * a + end]
             if kind == "periodic":
                 continue
-            rate = v / h if kind == "flux" else 2 * D * v / h**2
-            idx = [slice(None)] * grid.ndim
-            idx[a] = 0 if end == 0 else grid.shape[a] - 1
-            x = x.at[tuple(idx)].add((scale * rate).astype(x.dtype))
+            rate = (scale * (v / h if kind == "flux" else 2 * D * v / h**2)).astype(x.dtype)
+            i = 0 if end == 0 else n - 1
+            x = lax.dynamic_update_slice_in_dim(x, lax.slice_in_dim(x, i, i + 1, axis=a) + rate, i, axis=a)
     return x
 
 
@@ -423,7 +450,7 @@ def douglas_setup(grid: Grid, p: Params, dt: jax.Array, theta: float) -> list[Ax
 
 
 def douglas_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array, ex: Exchange | None,
-                 dt: jax.Array, theta: float) -> tuple[jax.Array, Amounts]:
+                 dt: jax.Array, theta: float, layout: Layout | None = None) -> tuple[jax.Array, Amounts]:
     """One Douglas-ADI step (θ-weighted), all linear terms implicit."""
     vol = grid.voxel_volume
     react = p.k + (0 if ex is None else ex.clearance)
@@ -438,7 +465,7 @@ def douglas_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array,
     c0 = c + theta * delta
     ceff = []
     for a, solve in enumerate(solvers):
-        delta = solve(delta, a)
+        delta = along_axis(functools.partial(solve, axis=a), delta, a, layout)
         ceff.append(c + theta * delta)
     new = c + delta
     free = 1.0 if p.mask is None else ~p.mask
@@ -462,7 +489,7 @@ def lod_setup(grid: Grid, p: Params, dt: jax.Array) -> list[AxisSolver]:
 
 
 def lod_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array, ex: Exchange | None,
-             dt: jax.Array) -> tuple[jax.Array, Amounts]:
+             dt: jax.Array, layout: Layout | None = None) -> tuple[jax.Array, Amounts]:
     """BioFVM: backward-Euler sweep per axis (k/ndim each), then the per-voxel exchange."""
     vol = grid.voxel_volume
     free = 1.0 if p.mask is None else ~p.mask
@@ -479,7 +506,7 @@ def lod_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array, ex:
         res = dt * p.D * laplacian_axis(rhs, a, grid.spacing[a], p.faces.kinds[2 * a: 2 * a + 2]) - rho * rhs
         if p.mask is not None:
             res = jnp.where(p.mask, 0, res)
-        c = rhs + solve(res, a)
+        c = rhs + along_axis(functools.partial(solve, axis=a), res, a, layout)
         ceff.append(c)
         decayed = decayed + dt * p.k / grid.ndim * vol * jnp.sum(c * free)
     # every sweep's face flux acted on that sweep's own result
@@ -575,29 +602,48 @@ def dct_matrix(n: int, dtype: Any) -> jax.Array:
     return jnp.asarray(m, dtype)
 
 
-def to_spectral(c: jax.Array, cos_axes: list[int], fft_axes: list[int]) -> jax.Array:
+def to_spectral(c: jax.Array, cos_axes: list[int], fft_axes: list[int], layout: Layout | None = None) -> jax.Array:
     """Coefficients in the no-flux cosine basis (cos axes) and Fourier basis (periodic axes).
 
     The cosine transform is a GEMM with the DCT-II matrix per axis: on CPU it is
     several times faster than XLA's FFT-based DCT and needs no full-grid
-    complex twiddle constant.
+    complex twiddle constant. With a ``layout``, axis 0 is transformed last,
+    on the field split along axis 1 (see :func:`along_axis`); the result is
+    left in that layout for :func:`from_spectral`.
     """
+    last = 0 if layout is not None and c.ndim > 1 else None
     for a in cos_axes:
-        c = apply_axis(dct_matrix(c.shape[a], c.dtype), c, a)
-    return jnp.fft.fftn(c, axes=fft_axes) if fft_axes else c
+        if a != last:
+            c = apply_axis(dct_matrix(c.shape[a], c.dtype), c, a)
+    rest = [a for a in fft_axes if a != last]
+    c = jnp.fft.fftn(c, axes=rest) if rest else c
+    if last is not None:
+        c = lax.with_sharding_constraint(c, layout.across)
+        c = apply_axis(dct_matrix(c.shape[0], c.dtype), c, 0) if 0 in cos_axes else jnp.fft.fft(c, axis=0)
+        c = lax.with_sharding_constraint(c, layout.across)
+    return c
 
 
-def from_spectral(x: jax.Array, cos_axes: list[int], fft_axes: list[int]) -> jax.Array:
-    """Inverse of :func:`to_spectral` (real output)."""
-    if fft_axes:
-        x = jnp.fft.ifftn(x, axes=fft_axes).real
+def from_spectral(x: jax.Array, cos_axes: list[int], fft_axes: list[int], layout: Layout | None = None) -> jax.Array:
+    """Inverse of :func:`to_spectral` (real output, in the stored layout)."""
+    first = 0 if layout is not None and x.ndim > 1 else None
+    if first is not None:
+        x = lax.with_sharding_constraint(x, layout.across)
+        x = apply_axis(dct_matrix(x.shape[0], x.dtype).T, x, 0) if 0 in cos_axes else jnp.fft.ifft(x, axis=0)
+        x = lax.with_sharding_constraint(lax.with_sharding_constraint(x, layout.across), layout.split)
+    rest = [a for a in fft_axes if a != first]
+    if rest:
+        x = jnp.fft.ifftn(x, axes=rest)
+    if jnp.iscomplexobj(x):
+        x = x.real
     for a in cos_axes:
-        x = apply_axis(dct_matrix(x.shape[a], x.dtype).T, x, a)
+        if a != first:
+            x = apply_axis(dct_matrix(x.shape[a], x.dtype).T, x, a)
     return x
 
 
 def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
-                  dt: jax.Array) -> tuple[jax.Array, Amounts]:
+                  dt: jax.Array, layout: Layout | None = None) -> tuple[jax.Array, Amounts]:
     """Exact step of dc/dt = D∇²c − kc + boundary source, then the exact cell exchange."""
     if p.mask is not None:
         raise ValueError("solver='spectral' cannot hold interior voxels; use solver='implicit'")
@@ -606,7 +652,7 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
     z = (p.D * spectral_eigenvalues(grid, p.faces.kinds, c.dtype) - p.k) * dt
     p2 = phi2(z)
     p1 = 1 + z * p2
-    ch = to_spectral(c, cos_axes, fft_axes)
+    ch = to_spectral(c, cos_axes, fft_axes, layout)
     # e^z = 1 + z·φ1(z): the homogeneous part of the exact step
     rhs = (1 + z * p1) * ch
     zero_faces = all(k == "periodic" or (is_concrete(v) and float(np.asarray(v)) == 0.0)
@@ -617,9 +663,9 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
     else:
         # the barrier keeps XLA from constant-folding the transform of a constant source
         src = lax.optimization_barrier(boundary_source(grid, p.D, p.faces, dtype=c.dtype))
-        rhs = rhs + dt * p1 * to_spectral(src, cos_axes, fft_axes)
+        rhs = rhs + dt * p1 * to_spectral(src, cos_axes, fft_axes, layout)
         src_total = jnp.sum(src) * vol
-    new = from_spectral(rhs, cos_axes, fft_axes)
+    new = from_spectral(rhs, cos_axes, fft_axes, layout)
     # total mass obeys dM/dt = −kM + Σsrc exactly: integrate it in closed form, and
     # put the transforms' round-off in the zero mode back (it would random-walk the mass)
     zk = -p.k * dt

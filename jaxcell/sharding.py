@@ -15,7 +15,7 @@ def _auto_mesh(mesh: Mesh) -> Mesh:
     """The same devices and axis names with automatic axis types.
 
     Meshes from ``jax.make_mesh`` may carry explicit axis types, under which some
-    resharding inside the solvers (the dense per-axis solves gather their axis)
+    resharding inside the solvers (the transposes for the solves along the split axis)
     is refused; sharding propagation needs the automatic kind.
     """
     return Mesh(np.asarray(mesh.devices), tuple(mesh.axis_names))
@@ -31,8 +31,10 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
         axis: mesh axis to split over (default: the mesh's first axis).
 
     :func:`jaxcell.simulate` then runs with XLA's sharding propagation, which
-    inserts the halo exchanges of the stencils and the gathers of the implicit
-    sweeps; results equal the single-device run to round-off. When the grid's
+    inserts the halo exchanges of the stencils; line solves and transforms
+    along the split axis run on the field transposed to a split along axis 1
+    (all-to-all each way), so no device ever holds the whole field. Results
+    equal the single-device run to round-off. When the grid's
     first axis does not divide by the number of devices, the fields are stored
     replicated between calls (an array cannot be placed unevenly) and split
     inside :func:`jaxcell.simulate`, where XLA pads the axis.

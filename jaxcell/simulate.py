@@ -11,12 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcell._node import concrete_float, is_concrete, node, replace
 from jaxcell.binding import binding_step
 from jaxcell.cells import Cells, coupling_weights, deposit, gather
 from jaxcell.diffusion import (
     Exchange,
+    Layout,
     _split,
     douglas_setup,
     douglas_step,
@@ -162,6 +164,11 @@ def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w:
     """A pure step (fields, cells, totals) -> same, for a step of length dt."""
     grid, dtype = model.grid, dt.dtype
     params = [model.params(i, dtype) for i in range(model.n_substrates)]
+    layout = None
+    if sharding is not None and grid.ndim > 1:
+        name = sharding.spec[1]
+        layout = Layout(NamedSharding(sharding.mesh, PartitionSpec(name)),
+                        NamedSharding(sharding.mesh, PartitionSpec(None, name)))
     if model.solver == "implicit":
         setups = [douglas_setup(grid, p, dt, model.theta) for p in params]
     elif model.solver == "lod":
@@ -184,13 +191,13 @@ def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w:
         for i, p in enumerate(params):
             c = fields[i]
             if model.solver == "implicit":
-                c, a = douglas_step(grid, p, setups[i], c, ex[i], dt, model.theta)
+                c, a = douglas_step(grid, p, setups[i], c, ex[i], dt, model.theta, layout)
             elif model.solver == "lod":
-                c, a = lod_step(grid, p, setups[i], c, ex[i], dt)
+                c, a = lod_step(grid, p, setups[i], c, ex[i], dt, layout)
             elif model.solver == "explicit":
                 c, a = ftcs_step(grid, p, c, ex[i], dt, n_sub[i])
             else:
-                c, a = spectral_step(grid, p, c, ex[i], dt)
+                c, a = spectral_step(grid, p, c, ex[i], dt, layout)
             new.append(c)
             amounts.append(a)
         fields = jnp.stack(new)
