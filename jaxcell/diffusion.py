@@ -27,10 +27,11 @@ Schemes (``solver=`` of :class:`jaxcell.Model`):
   per-voxel secretion/uptake update ``ρ ← (ρ + dt·S ρ*)/(1 + dt(S + U))``,
   ``ρ += dt·E``.
 * ``explicit`` — FTCS on the conservative stencil, sub-stepped so that
-  ``dt_sub·(4D Σ 1/h² + k) ≤ 2``; cell exchange as an exact local step.
+  ``dt_sub·4D Σ 1/h² ≤ 2``; decay and cell exchange backward Euler in every
+  sub-step (no stability limit from them; steady states are fixed points).
 * ``spectral`` — exponential integrator, exact in time for the uniform linear
-  part: DCT-II on no-flux/flux axes, FFT on periodic axes; cell exchange as an
-  exact local step.
+  part: DCT-II on no-flux/flux axes, FFT on periodic axes; cell exchange as
+  exact local half-steps around it (Strang splitting, second order in dt).
 """
 
 from __future__ import annotations
@@ -525,42 +526,57 @@ def lod_step(grid: Grid, p: Params, solvers: list[AxisSolver], c: jax.Array, ex:
     return c, Amounts(secreted, inflow, outflow, uptake, decayed)
 
 
-def stability_rate(grid: Grid, D: float, k: float) -> float:
-    """FTCS needs dt·rate ≤ 2 (1/s): rate = 4D Σ 1/h² + k."""
-    return 4 * D * sum(1 / h**2 for h in grid.spacing) + k
+def stability_rate(grid: Grid, D: float) -> float:
+    """FTCS diffusion needs dt·rate ≤ 2 (1/s): rate = 4D Σ 1/h². Decay and uptake are implicit."""
+    return 4 * D * sum(1 / h**2 for h in grid.spacing)
 
 
-def substeps(grid: Grid, D_max: float, k_max: float, dt: float) -> int:
+def substeps(grid: Grid, D_max: float, dt: float) -> int:
     """Smallest number of FTCS sub-steps that keeps dt/n inside the stability limit."""
-    return max(1, int(np.ceil(dt * stability_rate(grid, D_max, k_max) / 2 * (1 - 1e-12))))
+    return max(1, int(np.ceil(dt * stability_rate(grid, D_max) / 2 * (1 - 1e-12))))
 
 
 def ftcs_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None, dt: jax.Array,
               n_sub: int) -> tuple[jax.Array, Amounts]:
-    """``n_sub`` FTCS sub-steps of dt/n_sub, then the exact cell exchange over dt."""
+    """``n_sub`` sub-steps of dt/n_sub: explicit diffusion, implicit local reactions.
+
+    Each sub-step of length ``h`` is ``c' (1 + h(k + λ)) = c + h(D∇²c + s)`` with
+    ``λ`` the cells' clearance and ``s`` their secretion (per voxel): FTCS for
+    diffusion (stable for ``h·4DΣ1/Δx² ≤ 2``, whatever ``k`` and ``λ``), backward
+    Euler for the local terms, so the discrete steady state ``D∇²c − (k+λ)c + s
+    = 0`` is a fixed point of every sub-step and stiff uptake cannot overshoot.
+    """
     vol = grid.voxel_volume
     h = dt / n_sub
+    react, src = p.k, None
+    if ex is not None:
+        lam, src = ex.clearance, ex.sat_source + ex.export
+        if p.mask is not None:
+            lam, src = jnp.where(p.mask, 0, lam), jnp.where(p.mask, 0, src)
+        react = react + lam
 
     def sub(carry: tuple[jax.Array, Amounts], _: None) -> tuple[tuple[jax.Array, Amounts], None]:
         c, acc = carry
-        new = add_boundary_source(c + h * (p.D * laplacian(c, grid, p.faces.kinds) - p.k * c),
-                                  grid, p.D, p.faces, h)
+        rhs = c + h * p.D * laplacian(c, grid, p.faces.kinds)
+        if src is not None:
+            rhs = rhs + h * src
+        new = add_boundary_source(rhs, grid, p.D, p.faces, h) / (1 + h * react)
         inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, None)
-        decayed = p.k * h * vol * jnp.sum(c)
+        decayed = p.k * h * vol * jnp.sum(new)
+        z = jnp.zeros((), c.dtype)
+        secreted = uptake = z
+        if src is not None:
+            secreted, uptake = h * vol * jnp.sum(src), h * vol * jnp.sum(lam * new)
         if p.mask is not None:
             hi, ho = _split((p.hold - new) * vol * p.mask)
             inflow, outflow = inflow + hi, outflow + ho
             new = jnp.where(p.mask, p.hold, new)
-        z = jnp.zeros((), c.dtype)
-        return (new, _add(acc, Amounts(z, inflow, outflow, z, decayed))), None
+        return (new, _add(acc, Amounts(secreted, inflow, outflow, uptake, decayed))), None
 
     if n_sub == 1:
         (c, acc), _ = sub((c, _zero_amounts(c.dtype)), None)
     else:
         (c, acc), _ = lax.scan(sub, (c, _zero_amounts(c.dtype)), None, length=n_sub)
-    if ex is not None:
-        c, secreted, uptake = exact_exchange(c, ex, dt, vol, p.mask)
-        acc = acc._replace(secreted=acc.secreted + secreted, uptake=acc.uptake + uptake)
     return c, acc
 
 
@@ -644,11 +660,18 @@ def from_spectral(x: jax.Array, cos_axes: list[int], fft_axes: list[int], layout
 
 def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
                   dt: jax.Array, layout: Layout | None = None) -> tuple[jax.Array, Amounts]:
-    """Exact step of dc/dt = D∇²c − kc + boundary source, then the exact cell exchange."""
+    """Exact step of dc/dt = D∇²c − kc + boundary source between two exact half-steps of cell exchange.
+
+    The symmetric (Strang) splitting is second order in dt; the exchange
+    half-steps are exact local solutions, so stiff uptake stays positive.
+    """
     if p.mask is not None:
         raise ValueError("solver='spectral' cannot hold interior voxels; use solver='implicit'")
     cos_axes, fft_axes = _spectral_axes(grid, p.faces.kinds)
     vol = grid.voxel_volume
+    secreted = uptake = jnp.zeros((), c.dtype)
+    if ex is not None:
+        c, secreted, uptake = exact_exchange(c, ex, dt / 2, vol, None)
     z = (p.D * spectral_eigenvalues(grid, p.faces.kinds, c.dtype) - p.k) * dt
     p2 = phi2(z)
     p1 = 1 + z * p2
@@ -676,8 +699,7 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
     target = (1 + zk * q1) * mass + dt * q1 * src_total
     new = new + (target - jnp.sum(new) * vol) / (vol * new.size)
     inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, dt, None)
-    acc = Amounts(jnp.zeros((), c.dtype), inflow, outflow, jnp.zeros((), c.dtype), decayed)
     if ex is not None:
-        new, secreted, uptake = exact_exchange(new, ex, dt, vol, None)
-        acc = acc._replace(secreted=secreted, uptake=uptake)
-    return new, acc
+        new, s2, u2 = exact_exchange(new, ex, dt / 2, vol, None)
+        secreted, uptake = secreted + s2, uptake + u2
+    return new, Amounts(secreted, inflow, outflow, uptake, decayed)

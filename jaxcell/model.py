@@ -37,8 +37,11 @@ class Model:
         responses: :class:`Response` rules applied every step.
         theta: implicit weight of the ``implicit`` solver (0.5: second order in
             time; 1: first order and monotone).
-        max_diffusion, max_decay: static upper bounds (µm²/s, 1/s) that fix the
-            ``explicit`` solver's sub-step count when D or k are traced (fits).
+        max_diffusion: static upper bound (µm²/s) that fixes the ``explicit``
+            solver's sub-step count when D is traced (fits); a larger traced D
+            raises at run time.
+        max_decay: optional static upper bound (1/s) on a traced decay, checked
+            the same way (decay does not limit the explicit step).
     """
 
     substrates: tuple

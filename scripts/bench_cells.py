@@ -3,7 +3,7 @@
 Modes (secretion + uptake in all of them):
 
 * ``fixed``     — no responses: ``simulate`` deposits the exchange once per call,
-  so the per-step cost of cells is only the per-voxel exact exchange;
+  so the per-step cost of cells is only the per-voxel exchange terms;
 * ``response``  — a Hill response of uptake to the local concentration: every
   step gathers the field at the cells and deposits three exchange fields;
 * ``receptors`` — ligand-receptor binding every step (two deposits, one gather).

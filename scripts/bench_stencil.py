@@ -55,17 +55,19 @@ def _face_counts(n: int) -> np.ndarray:
 
 
 def _stencil(S: jax.Array, alpha: float, kh: float, count0: jax.Array, live: jax.Array | None = None) -> jax.Array:
-    """One no-flux FTCS sub-step of the planes ``1..L−2`` of the zero-ghost block ``S`` (L, n+2, n+2).
+    """One no-flux sub-step (FTCS diffusion, implicit decay) of the planes ``1..L−2`` of the zero-ghost block ``S``.
+
+    ``S`` is ``(L, n+2, n+2)``; the update is the library's ``(c + a(Σ neighbours − count·c))/(1 + k·h)``.
 
     ``count0`` (L,) counts axis-0 faces per plane; ``live`` (L,) is 0 on ghost
     planes, which must stay 0.
     """
     n = S.shape[1] - 2
     c12 = jnp.asarray(_face_counts(n), S.dtype)
-    diag = (1 - kh) - alpha * (count0[1:-1, None, None] + c12[None, :, None] + c12[None, None, :])
+    diag = 1 - alpha * (count0[1:-1, None, None] + c12[None, :, None] + c12[None, None, :])
     near = (S[:-2, 1:-1, 1:-1] + S[2:, 1:-1, 1:-1] + S[1:-1, :-2, 1:-1] + S[1:-1, 2:, 1:-1]
             + S[1:-1, 1:-1, :-2] + S[1:-1, 1:-1, 2:])
-    new = diag * S[1:-1, 1:-1, 1:-1] + alpha * near
+    new = (diag * S[1:-1, 1:-1, 1:-1] + alpha * near) / (1 + kh)
     return new if live is None else live[1:-1, None, None] * new
 
 

@@ -349,3 +349,36 @@ def test_voxel_sorted_cells_give_the_same_run(coupling, monkeypatch):
                                rtol=1e-12)
     np.testing.assert_allclose(np.asarray(traj.cells.receptors.bound),
                                np.asarray(ref_traj.cells.receptors.bound), rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["explicit", "implicit"])
+def test_strong_uptake_reaches_the_steady_state_at_any_dt(solver):
+    """A cell clearing its voxel at dt·uptake/V = 1: explicit (uptake implicit in every sub-step) and
+    implicit (uptake in the operator) land on jc.steady_state at dt = 0.5, 2 and 10 s (1e-6)."""
+    grid = jc.Grid((8, 8, 8), 10.0)
+    sub = jc.Substrate("A", 100.0, 1e-3, boundary={"x-": jc.Flux(1.0)})
+    cells = jc.Cells([[45.0, 45.0, 45.0]], uptake=100.0)
+    model = jc.Model(grid, [sub], solver=solver)
+    ref = np.asarray(jc.steady_state(model, cells))
+    for dt in (0.5, 2.0, 10.0):
+        state, _ = jc.simulate(model, model.init(cells), t_end=4e4, dt=dt)
+        np.testing.assert_allclose(np.asarray(state.fields), ref, rtol=1e-6, err_msg=f"dt={dt}")
+    assert ref[0, 4, 4, 4] < 0.99 * ref[0, 4, 4, 3]  # the cell depletes its voxel (2 %: D/h² = 10 × uptake/V)
+
+
+def test_spectral_warns_when_split_uptake_is_inaccurate():
+    """Spectral at dt·uptake/V = 1 is far off the steady state and says so; at 0.01 it is close and silent."""
+    import warnings
+
+    grid = jc.Grid((8, 8, 8), 10.0)
+    sub = jc.Substrate("A", 100.0, 1e-3, boundary={"x-": jc.Flux(1.0)})
+    cells = jc.Cells([[45.0, 45.0, 45.0]], uptake=100.0)
+    model = jc.Model(grid, [sub], solver="spectral")
+    ref = np.asarray(jc.steady_state(model, cells))[0, 4, 4, 4]
+    with pytest.warns(RuntimeWarning, match="splits cell uptake"):
+        big, _ = jc.simulate(model, model.init(cells), t_end=4e4, dt=10.0)
+    assert float(big.fields[0, 4, 4, 4]) < 0.9 * ref
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small, _ = jc.simulate(model, model.init(cells), t_end=4e4, dt=0.1)
+    assert abs(float(small.fields[0, 4, 4, 4]) / ref - 1) < 0.01

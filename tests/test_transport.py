@@ -100,8 +100,9 @@ def test_v2_mass_conservation_and_per_step_mass_law(solver, theta):
     """1e4 steps: pure diffusion keeps its mass to 1e-12 (no-flux and periodic); with decay k and
     secretion S (amount/s) each step obeys the scheme's mass law to 1e-12:
     implicit θ=1 M' = (M + ΔtS)/(1 + kΔt); implicit θ=1/2 M'(1 + kΔt/2) = M(1 − kΔt/2) + ΔtS;
-    lod M' = M/(1 + kΔt/2)² + ΔtS (2D: k/2 per sweep, then secretion); explicit (n sub-steps, then
-    exact exchange) M' = M(1 − kΔt/n)ⁿ + ΔtS; spectral M' = e^{−kΔt}M + ΔtS."""
+    lod M' = M/(1 + kΔt/2)² + ΔtS (2D: k/2 per sweep, then secretion); explicit (n sub-steps of
+    h = Δt/n, decay and secretion implicit in each) M_{j+1} = (M_j + hS)/(1 + kh);
+    spectral (secretion in two half-steps around the exact transport) M' = e^{−kΔt}(M + ΔtS/2) + ΔtS/2."""
     model = _v2_model(solver, theta)
     grid = model.grid
     rng = np.random.default_rng(1)
@@ -126,10 +127,12 @@ def test_v2_mass_conservation_and_per_step_mass_law(solver, theta):
     elif solver == "lod":
         expect = M / (1 + k * dt / 2) ** 2 + dt * S
     elif solver == "explicit":
-        nsub = substeps(grid, 5.0, 0.01, dt)
-        expect = M * (1 - k * dt / nsub) ** nsub + dt * S
+        nsub = substeps(grid, 5.0, dt)
+        expect = M
+        for _ in range(nsub):
+            expect = (expect + dt / nsub * S) / (1 + k * dt / nsub)
     else:
-        expect = np.exp(-k * dt) * M + dt * S
+        expect = np.exp(-k * dt) * (M + dt * S / 2) + dt * S / 2
     np.testing.assert_allclose(mass[1:, 2], expect, rtol=1e-12, atol=0)
     b = jc.budget(state)
     # totals are sums of 1e4 per-step amounts: round-off ≈ n·ε·scale ≈ 2e-12·scale
@@ -139,6 +142,7 @@ def test_v2_mass_conservation_and_per_step_mass_law(solver, theta):
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.filterwarnings("ignore:solver=.spectral. splits cell uptake")  # accuracy is not tested here
 def test_v2_budget_closes_with_faces_held_voxels_and_cells(solver):
     """Flux + Dirichlet faces, interior held voxels, secretion and uptake: residual at round-off."""
     grid = jc.Grid((12, 10), 5.0)
@@ -225,8 +229,8 @@ def _gain(solver, z_axes, z0, theta, n_sub=1):
     if solver == "lod":
         nd = len(z_axes)
         return np.prod(1 / (1 - (z_axes + z0 / nd)))
-    if solver == "explicit":
-        return (1 + zt / n_sub) ** n_sub
+    if solver == "explicit":  # FTCS diffusion, backward-Euler decay, per sub-step
+        return ((1 + z_axes.sum() / n_sub) / (1 - z0 / n_sub)) ** n_sub
     return np.exp(zt)
 
 
@@ -244,8 +248,8 @@ def test_v6_single_mode_amplification_is_discrete_exact(solver, shape, m, period
     model = jc.Model(grid, [jc.Substrate("s", D, k, boundary=bnd)], solver=solver, theta=theta)
     mode, ell = _mode(grid, m, periodic)
     if solver == "explicit":
-        dt = 0.999 * 2 / (4 * D * sum(1 / h**2 for h in grid.spacing) + k)
-        assert substeps(grid, D, k, dt) == 1
+        dt = 0.999 * 2 / (4 * D * sum(1 / h**2 for h in grid.spacing))
+        assert substeps(grid, D, dt) == 1
     else:
         dt = 7.3
     A = 2.0
@@ -259,16 +263,16 @@ def test_v6_single_mode_amplification_is_discrete_exact(solver, shape, m, period
 
 
 def test_v6_ftcs_over_its_limit_is_substepped_and_never_nan():
-    """dt 5× the FTCS limit: n = substeps(...) sub-steps give (1 + Δt/n(μ − k))ⁿ; 300 steps stay finite."""
+    """dt 5× the FTCS limit: n = substeps(...) sub-steps give ((1 + Δtμ/n)/(1 + Δtk/n))ⁿ; 300 steps stay finite."""
     D, k = 5.0, 0.01
     grid = jc.Grid((16, 12), 2.0)
     model = jc.Model(grid, [jc.Substrate("s", D, k, boundary={"x": jc.Periodic(), "y": jc.Periodic()})],
                      solver="explicit")
-    limit = 2 / (4 * D * (2 / 4.0) + k)
+    limit = 2 / (4 * D * (2 / 4.0))
     dt = 5 * limit
-    n = substeps(grid, D, k, dt)
+    n = substeps(grid, D, dt)
     assert n == 5
-    assert dt / n * (4 * D * (2 / 4.0) + k) <= 2
+    assert dt / n * (4 * D * (2 / 4.0)) <= 2
     mode, ell = _mode(grid, (8, 6), True)  # Nyquist mode: the one FTCS blows up first
     _, traj = jc.simulate(model, model.init(fields=(2.0 + mode)[None]), t_end=300 * dt, dt=dt, save_every=dt)
     G0 = _gain("explicit", [0, 0], -dt * k, 0.5, n)
@@ -544,7 +548,7 @@ def _steady_loss(dirichlet):
 
 GRAD_CASES = {
     "implicit": lambda: _sim_loss("implicit"),
-    "explicit": lambda: _sim_loss("explicit", max_diffusion=20.0, max_decay=0.1),
+    "explicit": lambda: _sim_loss("explicit", max_diffusion=20.0),  # API.md: max_diffusion alone suffices
     "steady_uniform": lambda: _steady_loss(False),
     "steady_cg": lambda: _steady_loss(True),
 }
