@@ -87,6 +87,8 @@ def as_float(x: Any, name: str) -> Any:
     """
     if isinstance(x, _TRACER):
         return x.astype(float_dtype())
+    if isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.dtype.kind in "SUO"):
+        raise ValueError(f"{name} must be a number or an array of numbers, got {x!r}")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -102,14 +104,14 @@ def check_finite(x: Any, name: str, fix: str = "") -> None:
             raise ValueError(f"{name} holds NaN or infinite values{': ' + fix if fix else ''}")
 
 
-def check_nonneg(x: Any, name: str, unit: str) -> None:
+def check_nonneg(x: Any, name: str, unit: str, why: str = "rates are non-negative") -> None:
     """Raise ValueError if a concrete ``x`` is negative, NaN or infinite."""
     if is_concrete(x):
         a = np.asarray(x)
         if a.size and not np.all(np.isfinite(a)):
             raise ValueError(f"{name} must be finite ({unit}), got NaN or inf")
         if a.size and np.any(a < 0):
-            raise ValueError(f"{name} must be >= 0 ({unit}), got {a.min()!r}; rates are non-negative")
+            raise ValueError(f"{name} must be >= 0 ({unit}), got {a.min()!r}; {why}")
 
 
 def concrete_float(x: Any) -> float | None:

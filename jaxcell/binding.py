@@ -20,8 +20,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxcell._node import as_float, node, replace, static_field
+from jaxcell._node import as_float, is_concrete, node, replace, static_field
 from jaxcell.cells import Cells, Receptors, deposit, gather
 from jaxcell.diffusion import phi2
 from jaxcell.grid import Grid
@@ -165,6 +166,9 @@ class Response:
             arr = as_float(v, f"Response.{name}")
             check_nonneg(arr, f"Response.{name}", "see the docstring")
             object.__setattr__(self, name, arr)
+        if is_concrete(self.K) and np.any(np.asarray(self.K) <= 0):
+            raise ValueError(f"Response.K must be > 0 (the half-maximal signal, in the signal's units), got "
+                             f"{np.min(np.asarray(self.K))!r}: K = 0 makes the Hill function 0/0 at zero signal")
         object.__setattr__(self, "target", str(target))
         object.__setattr__(self, "signal", str(signal))
         object.__setattr__(self, "parameter", parameter)

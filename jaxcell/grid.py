@@ -47,7 +47,7 @@ class Grid:
                  origin: float | Sequence[float] = 0.0) -> None:
         try:
             shape_t = tuple(int(s) for s in shape)
-        except TypeError:
+        except (TypeError, ValueError):
             raise ValueError(f"shape must be a sequence of 1 to 3 ints, got {shape!r}") from None
         if not 1 <= len(shape_t) <= 3 or any(s < 1 for s in shape_t) or any(
                 int(s) != s for s in shape):

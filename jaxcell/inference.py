@@ -228,6 +228,15 @@ def _nuisance(y: jax.Array, o: jax.Array, w2: jax.Array, nuisance: str | None,
     return a, om - a * ym
 
 
+def _call(predict: Predict, p: dict[str, Any]) -> jax.Array:
+    """``predict(p)`` as an array; a parameter it reads but was not given is a clear error."""
+    try:
+        return jnp.asarray(predict(p))
+    except KeyError as e:
+        raise ValueError(f"predict read the parameter {e.args[0]!r}, which is not among those given "
+                         f"({list(p)}): add it to init (fitted) or, in fit_batch, to fixed=") from None
+
+
 def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
                    noise: str, fixed_names: tuple[str, ...] = ()) -> Callable[..., tuple[jax.Array, tuple]]:
     """``(theta (P,), o (n,), w (n,)[, fx (F,)]) -> (r (n,), (scale, offset))``: the projected residual (not jitted).
@@ -239,7 +248,7 @@ def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, .
     def residual(theta: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array | None = None) -> tuple[jax.Array, tuple]:
         p = {n: jnp.exp(theta[i]) for i, n in enumerate(names)}
         p.update({n: fx[i] for i, n in enumerate(fixed_names)})
-        y = jnp.asarray(predict(p))
+        y = _call(predict, p)
         if tuple(y.shape) != shape:
             raise ValueError(f"predict(params) returned shape {tuple(y.shape)} but observed has shape {shape}; "
                              "they must match element for element")
@@ -713,6 +722,11 @@ def _load_fit_spec(spec_path: str) -> _FitSpec:
                     dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
 
 
+def _diffusion_cap(spec: _FitSpec) -> float | None:
+    """The explicit solver's static bound on a fitted D (10 × its start), or None when not needed."""
+    return 10.0 * spec.init["D"] if spec.solver == "explicit" and spec.time is not None else None
+
+
 def _fit_predict(spec: _FitSpec) -> Predict:
     import jaxcell as jc
 
@@ -737,7 +751,7 @@ def _fit_predict(spec: _FitSpec) -> Predict:
         flux = p.get("q", spec.source_flux)
         m = jc.Model(grid, [jc.Substrate("signal", diffusion=p["D"], decay=p["k"],
                                          boundary={"x-": jc.Flux(flux), **far})], solver=spec.solver,
-                     max_diffusion=10.0 * spec.init["D"], max_decay=10.0 * spec.init["k"])
+                     max_diffusion=_diffusion_cap(spec))
         _, tr = jc.simulate(m, m.init(), t_end=t_end, dt=spec.dt, save_at=times)
         frames = grid.sample(tr.fields[:, 0], points)  # (T, M)
         return frames[ti, xi]
@@ -757,11 +771,16 @@ def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict
         se = res.stderr[name]
         span = float(np.clip(3.0 * se, 0.1, 1.0)) if np.isfinite(se) else 1.0
         values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
+        cap = _diffusion_cap(spec) if name == "D" else None
+        if cap is not None:  # the explicit solver cannot run past its bound
+            values = np.minimum(values, cap)
         others = {n: res.params[n] for n in res.names if n != name}
         if others:
             try:
+                capped = _diffusion_cap(spec) if "D" in others else None
                 batch = fit_batch(predict, spec.value, others, fixed={name: values}, nuisance=spec.nuisance,
-                                  noise=spec.noise, iterations=_PROFILE_MAXITER)
+                                  noise=spec.noise, iterations=_PROFILE_MAXITER,
+                                  bounds=None if capped is None else {"D": (None, capped)})
                 losses = [float(v) for v in batch.loss]
             except ValueError:
                 losses = [float("nan")] * len(values)
@@ -839,7 +858,8 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
         spacing = 2.5                       # µm, must divide length
         source_flux = 1.0                   # inward flux at x- (amount/s); default 1.0
         boundary_far = "noflux"             # x+ face: "noflux" (default) or "dirichlet" (held at 0)
-        solver = "implicit"                 # "implicit" (default) or "explicit" (time courses)
+        solver = "implicit"                 # "implicit" (default) or "explicit" (time courses;
+                                            #  D is then kept <= 10 × init D, its static bound)
         dt = 30.0                           # s; required when the data have a time column
         [fit]
         init = { D = 0.05, k = 1e-4 }       # starting values (µm²/s, 1/s); add q = ... to fit the source flux
@@ -890,11 +910,17 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
                           "install the extra: pip install 'jaxcell[io]'") from None
 
     predict = _fit_predict(spec)
+    cap = _diffusion_cap(spec)
     try:
-        res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter)
+        res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter,
+                  bounds=None if cap is None else {"D": (None, cap)})
     except ValueError as e:
         raise _spec_error(spec.label, "fit", f"the fit failed: {e}",
                           "check [fit] init (plausible starting values) and [model]") from None
+    if cap is not None and res.params["D"] >= 0.99 * cap:
+        note = (f"D = {res.params['D']:.4g} µm²/s stopped at the explicit solver's bound 10 × init D = "
+                f'{cap:.4g}: raise [fit] init D or use solver = "implicit"')
+        res = dataclasses.replace(res, warnings=[*res.warnings, note])
     pred = np.asarray(predict({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
     profile = _profile(predict, spec, res)
 
@@ -985,7 +1011,10 @@ _CONV_WINDOW = 3  # iterations over which the relative loss change is measured f
 def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
                     noise: str, mode: str, iterations: int, damping: float,
                     fixed_names: tuple[str, ...] = ()) -> Callable:
-    """Jitted, vmapped fixed-iteration LM: ``(theta0 (B, P), o (B, n), w (B, n), fx (B, F)) -> dict of (B, ...)``."""
+    """Jitted, vmapped LM: ``(theta0 (B, P), o (B, n), w (B, n), fx (B, F), lo (P,), hi (P,)) -> dict of (B, ...)``.
+
+    ``lo``, ``hi`` bound log-parameters (±inf: none); steps are clipped to them.
+    """
     residual = _make_residual(predict, names, shape, nuisance, noise, fixed_names)
     jac = jax.jacfwd if mode == "forward" else jax.jacrev
 
@@ -999,7 +1028,9 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
         ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(j))
         return r, j, a, b, jnp.where(ok, loss, jnp.inf)
 
-    def one(theta0: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array) -> dict[str, jax.Array]:
+    def one(theta0: jax.Array, o: jax.Array, w: jax.Array, fx: jax.Array, lo: jax.Array,
+            hi: jax.Array) -> dict[str, jax.Array]:
+        theta0 = jnp.clip(theta0, lo, hi)
         r0, j0, a0, b0, loss0 = evaluate(theta0, o, w, fx)
         p = theta0.shape[0]
         eye = jnp.eye(p, dtype=theta0.dtype)
@@ -1013,7 +1044,8 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
             scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
             h = -jnp.linalg.solve(big_a + mu * eye, g)
             h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
-            t_new = theta + h
+            t_new = jnp.clip(theta + h, lo, hi)
+            h = t_new - theta
             r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w, fx)
             predicted = -(g @ h) - 0.5 * h @ big_a @ h
             rho = jnp.where(predicted > 0, (loss - loss_n) / jnp.where(predicted > 0, predicted, 1.0), -1.0)
@@ -1032,7 +1064,7 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
         return {"theta": theta, "r": r, "j": j, "a": a, "b": b, "loss": loss,
                 "history": jnp.concatenate([loss0[None], hist])}
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None)))
 
 
 def _batch_fixed(fixed: Any, names: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray, int | None]:
@@ -1099,7 +1131,8 @@ def _batch_init(init: Any) -> tuple[tuple[str, ...], np.ndarray, int | None]:
 
 def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisance: str | None = None,
               noise: str = "additive", sigma: Any = None, iterations: int = 30, damping: float = 1e-3,
-              tol: float = 1e-8, gtol: float = 1e-6, fixed: Mapping[str, Any] | None = None) -> BatchFitResult:
+              tol: float = 1e-8, gtol: float = 1e-6, fixed: Mapping[str, Any] | None = None,
+              bounds: Mapping[str, tuple] | None = None) -> BatchFitResult:
     """Fit ``B`` problems at once: many profiles and/or many starting points, as one compiled program.
 
     A pure-JAX Levenberg–Marquardt in log-parameters with a fixed number of
@@ -1138,6 +1171,8 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
             e.g. the grid of a profile likelihood). Finite; names distinct
             from ``init``'s. Held values are traced, so new values reuse the
             compiled program.
+        bounds: optional name -> ``(low, high)`` as in :func:`fit` (either may
+            be None); every member's steps are clipped to them.
 
     Returns:
         A :class:`BatchFitResult` (``(B,)`` arrays; ``.best`` is the index of the lowest loss).
@@ -1163,6 +1198,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     _check_options(nuisance, noise, None)
     names, theta0, b_init = _batch_init(init)
     fixed_names, fx0, b_fix = _batch_fixed(fixed, names)
+    lo, hi = _check_bounds(bounds, names, theta0[0])
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -1173,7 +1209,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
 
     probe = {n: jax.ShapeDtypeStruct((), dtype) for n in names + fixed_names}
     try:
-        shape = tuple(jax.eval_shape(lambda p: jnp.asarray(predict(p)), probe).shape)
+        shape = tuple(jax.eval_shape(lambda p: _call(predict, p), probe).shape)
     except jax.errors.ConcretizationTypeError:
         raise ValueError("predict must be traceable with traced parameters (no Python control flow on them; "
                          "t_end, dt and save_at concrete)") from None
@@ -1205,7 +1241,8 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     o = jnp.asarray(obs_b.reshape(batch, n), dtype)
     w = jnp.asarray(np.ones((batch, n)) if sig is None else 1.0 / sig.reshape(batch, n), dtype)
     out = {k: np.asarray(v, np.float64)
-           for k, v in run(jnp.asarray(theta_b, dtype), o, w, jnp.asarray(fx_b, dtype)).items()}
+           for k, v in run(jnp.asarray(theta_b, dtype), o, w, jnp.asarray(fx_b, dtype), jnp.asarray(lo, dtype),
+                           jnp.asarray(hi, dtype)).items()}
 
     hist = out["history"]
     bad0 = ~np.isfinite(hist[:, 0])

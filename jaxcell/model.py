@@ -87,7 +87,7 @@ class Model:
             if mask.shape != grid.shape:
                 raise ValueError(f"dirichlet_mask must have the grid shape {grid.shape}, got {mask.shape}")
             v = as_float(dirichlet_value, "dirichlet_value")
-            check_nonneg(v, "dirichlet_value", "amount/µm^ndim")
+            check_nonneg(v, "dirichlet_value", "amount/µm^ndim", "concentrations are non-negative")
             if v.ndim == 1:
                 v = v.reshape((-1,) + (1,) * grid.ndim)
             try:
@@ -154,7 +154,7 @@ class Model:
                     f = f[None]
                 else:
                     raise ValueError(f"fields must have shape (S, *grid.shape) = {shape}, got {f.shape}")
-            check_nonneg(f, "fields", "amount/µm^ndim")
+            check_nonneg(f, "fields", "amount/µm^ndim", "concentrations are non-negative")
             f = jnp.asarray(f)
         if self.dirichlet_mask is not None:
             f = jnp.where(self.dirichlet_mask, self.dirichlet_value.astype(dtype), f)

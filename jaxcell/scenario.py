@@ -682,7 +682,11 @@ def _boundary(c: _Checker, value: Any, key: str, ndim: int) -> tuple[dict, dict]
                         f"got {cond!r}", 'e.g. "x-" = { flux = 1.0 }')
         kind, v = next(iter(ct.items()))
         if kind == "flux":
-            out[face] = Flux(c.number(v, _join(fk, kind), "amount/(µm^(ndim-1)·s)", nonneg=False))
+            j = c.number(v, _join(fk, kind), "amount/(µm^(ndim-1)·s)", nonneg=False)
+            if j < 0:
+                raise c.err(_join(fk, kind), f"must be >= 0 (an inward flux), got {v}",
+                            f'for a sink use "{face}" = {{ dirichlet = 0.0 }}')
+            out[face] = Flux(j)
         else:
             out[face] = Dirichlet(c.number(v, _join(fk, kind), "amount/µm^ndim"))
         cfg[face] = {kind: float(v)}

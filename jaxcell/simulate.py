@@ -390,6 +390,9 @@ def budget(state: State) -> dict[str, jax.Array]:
     − internalised − uptake − decayed (round-off when the books close). The flows
     are accumulated step by step from the rates the scheme used.
     """
+    if not isinstance(state, State):
+        raise ValueError(f"budget(state) needs the jc.State from model.init / jc.simulate, got "
+                         f"{type(state).__name__}")
     tot = state.totals
     s = state.fields.shape[0]
     vol = state.voxel_volume

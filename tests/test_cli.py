@@ -174,6 +174,8 @@ BAD = {
     "response type": ('cell_type = "responder"', 'cell_type = "responders"', "responses[0].cell_type",
                       "did you mean 'responder'"),
     "bad TOML": ("[run]", "[run", "", "not valid TOML"),
+    "negative flux": ('"y-" = "noflux"', '"y-" = { flux = -1.0 }', 'substrates[1].boundary."y-".flux',
+                      "dirichlet = 0.0"),
 }
 
 

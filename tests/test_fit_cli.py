@@ -76,3 +76,29 @@ def test_fit_cli_bad_spec(tmp_path, capsys, case):
     assert "Traceback" not in err
     assert not out.exists()
     assert not any(p.name.endswith(".partial") or p.name == "result" for p in tmp_path.iterdir())
+
+
+def test_fit_cli_explicit_time_course_stays_inside_its_bound(tmp_path, capsys):
+    """solver = "explicit" needs a static bound on D (10 × init D). Data from D = 5 with init D = 0.1:
+    the fit and its profile stay at or below the bound (no run-time error) and say so."""
+    import jaxcell as jc
+
+    grid = jc.Grid((20,), 5.0)
+    m = jc.Model(grid, [jc.Substrate("signal", 5.0, 1e-3, boundary={"x-": jc.Flux(1.0)})])
+    times = np.array([100.0, 200.0])
+    _, tr = jc.simulate(m, m.init(), t_end=200.0, dt=10.0, save_at=times)
+    xs = np.array([2.5, 22.5, 52.5, 92.5])
+    rows = ["position,time,value"]
+    for i, t in enumerate(times):
+        rows += [f"{x},{t},{v}" for x, v in zip(xs, np.asarray(grid.sample(tr.fields[i, 0], xs[:, None])))]
+    (tmp_path / "tc.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "spec.toml").write_text('[data]\ncsv = "tc.csv"\n[model]\nlength = 100.0\nspacing = 5.0\n'
+                                        'source_flux = 1.0\nsolver = "explicit"\ndt = 10.0\n'
+                                        '[fit]\ninit = { D = 0.1, k = 1e-3 }\n')
+    out = tmp_path / "r"
+    assert main(["fit", str(tmp_path / "spec.toml"), "--out", str(out)]) == 0
+    res = json.loads((out / "fit.json").read_text())
+    assert abs(res["params"]["D"] - 1.0) < 1e-6  # at the bound, not past it
+    assert any("explicit solver's bound" in w for w in res["warnings"])
+    assert max(res["profile"]["D"]["values"]) <= 1.0 + 1e-9
+    assert "explicit solver's bound" in capsys.readouterr().out

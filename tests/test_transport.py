@@ -662,6 +662,10 @@ def test_sample_rejects_points_outside_and_misshapen_input():
     (lambda: jc.Grid((4, 4), (1.0, -2.0)), r"spacing must be > 0"),
     (lambda: jc.Grid((4, 4), (1.0, 2.0, 3.0)), r"spacing has 3 entries"),
     (lambda: jc.Grid((4, 0), 1.0), r"shape must be 1 to 3 positive ints"),
+    (lambda: jc.Grid(("a", 4), 1.0), r"shape must be a sequence of 1 to 3 ints"),
+    (lambda: jc.Substrate("s", "10"), r"diffusion must be a number"),
+    (lambda: jc.Response("A", "A", max=1.0, K=0.0, kind="concentration"), r"Response.K must be > 0"),
+    (lambda: jc.budget(jc.Model(jc.Grid((4,), 1.0), [jc.Substrate("s", 1.0)])), r"budget\(state\) needs"),
     (lambda: jc.Model(jc.Grid((4,), 1.0), [jc.Substrate("s", 1.0)], solver="magic"), "solver must be one of"),
 ])
 def test_bad_construction_raises_clear_errors(make, match):
@@ -675,7 +679,7 @@ def test_bad_run_inputs_raise_clear_errors():
     state = model.init()
     with pytest.raises(ValueError, match=r"fields must have shape \(S, \*grid.shape\)"):
         model.init(fields=np.zeros((1, 5)))
-    with pytest.raises(ValueError, match="fields must be >= 0"):
+    with pytest.raises(ValueError, match="fields must be >= 0.*concentrations are non-negative"):
         model.init(fields=-np.ones((1, 6)))
     with pytest.raises(ValueError, match="dt must be a finite number > 0"):
         jc.simulate(model, state, t_end=1.0, dt=0.0)
