@@ -101,6 +101,9 @@ def _save_times(t0: float, t_end: float, save_every: Any, save_at: Any) -> list[
     return []
 
 
+EXPLICIT_SUBSTEPS_WARN = 1000  # sub-steps per step beyond which a unit slip is more likely than intent
+
+
 def _explicit_substeps(model: Model, dt: float) -> tuple[int, ...]:
     """FTCS sub-steps per substrate, from ``max_diffusion`` when given, else from a concrete D.
 
@@ -120,7 +123,12 @@ def _explicit_substeps(model: Model, dt: float) -> tuple[int, ...]:
         if d is None:
             raise ValueError("solver='explicit' with a traced diffusion needs a static bound: "
                              "Model(..., max_diffusion=<largest value in µm²/s>), or use solver='implicit'")
-        out.append(substeps(model.grid, d, dt))
+        n = substeps(model.grid, d, dt)
+        if n > EXPLICIT_SUBSTEPS_WARN:
+            warnings.warn(f"solver='explicit' takes {n} FTCS sub-steps per step for Substrate {s.name!r} "
+                          f"(D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s): check that D is in "
+                          "µm²/s and the spacing in µm, or use solver='implicit'", RuntimeWarning, stacklevel=3)
+        out.append(n)
     return tuple(out)
 
 

@@ -1,4 +1,4 @@
-"""Test configuration: float64 for accuracy oracles (see ../shared/VERIFICATION.md), 4 CPU devices."""
+"""Test configuration: float64 for accuracy oracles (see docs/VERIFICATION.md), 4 CPU devices."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Transport core against independent oracles (../shared/VERIFICATION.md), float64.
+"""Transport core against independent oracles (docs/VERIFICATION.md), float64.
 
 Every expected value here comes from a closed form (O1–O8), a discrete-exact
 amplification factor derived from the scheme, or an independent NumPy
@@ -830,3 +830,10 @@ def test_public_api_is_pinned():
         "Response", "State", "Substrate", "Trajectory", "budget", "fit", "fit_batch", "shard", "simulate",
         "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)
+
+
+def test_explicit_warns_on_a_suspicious_substep_count():
+    """D = 1e4 µm²/s on 1 µm voxels at dt = 10 s is 600 000 FTCS sub-steps per step: likely a unit slip."""
+    model = jc.Model(jc.Grid((4, 4, 4), 1.0), jc.Substrate("A", 1e4, 0.0), solver="explicit")
+    with pytest.warns(RuntimeWarning, match="600000 FTCS sub-steps per step"):
+        jc.simulate(model, model.init(), t_end=0.0, dt=10.0)
