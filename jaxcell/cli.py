@@ -131,8 +131,9 @@ def _cmd_info() -> int:
     x64 = bool(jax.config.read("jax_enable_x64"))
     rows.append(("default float", f"{jnp.result_type(float)} (jax_enable_x64={x64}; "
                                   f"set JAX_ENABLE_X64=1 for float64)"))
+    width = max(len(k) for k, _ in rows) + 1
     for k, v in rows:
-        print(f"{k:22s} {v}")
+        print(f"{k:{width}s} {v}")
     return 0
 
 
