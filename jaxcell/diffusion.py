@@ -561,15 +561,18 @@ def ftcs_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None, dt: jax.
         if src is not None:
             rhs = rhs + h * src
         new = add_boundary_source(rhs, grid, p.D, p.faces, h) / (1 + h * react)
-        inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, None)
-        decayed = p.k * h * vol * jnp.sum(new)
+        # held voxels do not evolve: no decay, no face flow of their own; they supply
+        # what diffuses into their free neighbours (the same books as the implicit solver)
+        inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, p.mask)
+        decayed = p.k * h * vol * jnp.sum(new if p.mask is None else jnp.where(p.mask, 0, new))
         z = jnp.zeros((), c.dtype)
         secreted = uptake = z
         if src is not None:
             secreted, uptake = h * vol * jnp.sum(src), h * vol * jnp.sum(lam * new)
         if p.mask is not None:
-            hi, ho = _split((p.hold - new) * vol * p.mask)
-            inflow, outflow = inflow + hi, outflow + ho
+            hi, ho = held_amounts(grid, p.D, p.faces.kinds, [c] * grid.ndim, h, p.mask)
+            ji, jo = _split((p.hold - c) * vol * p.mask)  # a held voxel not yet at its value
+            inflow, outflow = inflow + hi + ji, outflow + ho + jo
             new = jnp.where(p.mask, p.hold, new)
         return (new, _add(acc, Amounts(secreted, inflow, outflow, uptake, decayed))), None
 
@@ -634,7 +637,9 @@ def to_spectral(c: jax.Array, cos_axes: list[int], fft_axes: list[int], layout: 
     rest = [a for a in fft_axes if a != last]
     c = jnp.fft.fftn(c, axes=rest) if rest else c
     if last is not None:
-        c = lax.with_sharding_constraint(c, layout.across)
+        # pinned on both sides of the reshard (as in along_axis): otherwise the
+        # transforms above run on the across layout, along the axis it splits
+        c = lax.with_sharding_constraint(lax.with_sharding_constraint(c, layout.split), layout.across)
         c = apply_axis(dct_matrix(c.shape[0], c.dtype), c, 0) if 0 in cos_axes else jnp.fft.fft(c, axis=0)
         c = lax.with_sharding_constraint(c, layout.across)
     return c

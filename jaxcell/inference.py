@@ -233,8 +233,9 @@ def _call(predict: Predict, p: dict[str, Any]) -> jax.Array:
     try:
         return jnp.asarray(predict(p))
     except KeyError as e:
-        raise ValueError(f"predict read the parameter {e.args[0]!r}, which is not among those given "
-                         f"({list(p)}): add it to init (fitted) or, in fit_batch, to fixed=") from None
+        raise ValueError(f"predict raised KeyError({e.args[0]!r}); if {e.args[0]!r} is a model parameter, it is "
+                         f"not among those given ({list(p)}): add it to init (fitted) or, in fit_batch, "
+                         "to fixed=") from None
 
 
 def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
@@ -773,7 +774,7 @@ def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict
         values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
         cap = _diffusion_cap(spec) if name == "D" else None
         if cap is not None:  # the explicit solver cannot run past its bound
-            values = np.minimum(values, cap)
+            values = values[values <= cap * (1 + 1e-12)]
         others = {n: res.params[n] for n in res.names if n != name}
         if others:
             try:
@@ -1042,7 +1043,11 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
             g = j.T @ r
             big_a = j.T @ j
             scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
-            h = -jnp.linalg.solve(big_a + mu * eye, g)
+            # a parameter on a bound that the gradient pushes outward is held: solving for
+            # it and clipping afterwards would leave the free ones creeping (projected LM)
+            free = ~(((theta >= hi) & (g < 0)) | ((theta <= lo) & (g > 0)))
+            keep = jnp.outer(free, free)
+            h = -jnp.linalg.solve(jnp.where(keep, big_a, 0) + jnp.where(free, mu, 1.0) * eye, jnp.where(free, g, 0))
             h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
             t_new = jnp.clip(theta + h, lo, hi)
             h = t_new - theta
@@ -1198,7 +1203,11 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     _check_options(nuisance, noise, None)
     names, theta0, b_init = _batch_init(init)
     fixed_names, fx0, b_fix = _batch_fixed(fixed, names)
-    lo, hi = _check_bounds(bounds, names, theta0[0])
+    for i, row in enumerate(theta0):
+        try:
+            lo, hi = _check_bounds(bounds, names, row)
+        except ValueError as e:
+            raise ValueError(f"member {i}: {e}" if len(theta0) > 1 else str(e)) from None
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -1262,6 +1271,10 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
         rn = np.linalg.norm(r, axis=1, keepdims=True)
         cos = np.abs(np.einsum("bnp,bn->bp", J, r)) / np.where(cols > 0, cols * rn, np.inf)
     cos = np.where(rn > 0, cos, 0.0)
+    g = np.einsum("bnp,bn->bp", J, r)
+    theta = out["theta"]
+    held = ((theta >= hi - 1e-9) & (g < 0)) | ((theta <= lo + 1e-9) & (g > 0))
+    cos = np.where(held, 0.0, cos)  # on a bound with the gradient pushing outward: optimal there
     converged = np.isfinite(loss) & (rel <= tol) & (np.max(cos, axis=1) <= gtol)
 
     dof = n - p_count - _N_NUISANCE[nuisance]

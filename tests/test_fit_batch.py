@@ -125,7 +125,7 @@ def test_clear_errors():
         fit_batch(_predict, obs, {"D": 1e-3, "k": np.array([1e-2, 2e-2])}, noise="multiplicative")
     with pytest.raises(ValueError, match="scalar or a"):
         fit_batch(_predict, obs, {"D": np.ones((2, 2)), "k": 1e-4})
-    with pytest.raises(ValueError, match="predict read the parameter 'k'"):
+    with pytest.raises(ValueError, match="predict raised KeyError\\('k'\\); if 'k' is a model parameter"):
         fit_batch(_predict, obs, {"D": 0.05})
 
 
@@ -135,12 +135,20 @@ def test_bounds_clip_every_member():
 
     x = np.linspace(0.0, 60.0, 25)
     y = 3.0 * np.exp(-x / 20.0)
-    res = fit_batch(lambda p: p["a"] * jnp.exp(-x / p["lam"]), y, {"a": np.array([1.0, 2.5]), "lam": 15.0},
+    res = fit_batch(lambda p: p["a"] * jnp.exp(-x / p["lam"]), y, {"a": np.array([1.0, 1.9]), "lam": 15.0},
                     bounds={"a": (None, 2.0)}, iterations=40)
     np.testing.assert_allclose(res.params["a"], 2.0, rtol=1e-10)
     e = np.exp(-x / res.params["lam"][:, None])  # lam re-fitted with a held at its bound
     assert np.all(res.params["lam"] > 20.0)  # a capped low is compensated by a longer decay
     np.testing.assert_allclose(res.loss, 0.5 * np.sum((y - 2.0 * e) ** 2, axis=1), rtol=1e-8)
+    # the free parameter reaches the constrained optimum (no creeping), and that counts as converged
+    grid = np.linspace(20.0, 40.0, 20001)
+    best = grid[np.argmin([np.sum((y - 2.0 * np.exp(-x / lam)) ** 2) for lam in grid])]
+    np.testing.assert_allclose(res.params["lam"], best, rtol=1e-4)
+    assert res.converged.all()
+    with pytest.raises(ValueError, match="member 1: init\\['a'\\] = 2.5 lies outside"):
+        fit_batch(lambda p: p["a"] * jnp.exp(-x / p["lam"]), y, {"a": np.array([1.0, 2.5]), "lam": 15.0},
+                  bounds={"a": (None, 2.4)})
 
 
 def test_fixed_parameters_per_member_closed_form():

@@ -57,6 +57,18 @@ def test_sharded_step_never_gathers_the_field(solver, needs):
     assert "all-gather" not in hlo
 
 
+@pytest.mark.parametrize("faces", ["y", "xy"])
+def test_sharded_spectral_with_periodic_axes_equals_single_device(faces):
+    """FFT axes beside the split one: the transforms along axes 1, 2 must stay in the stored layout."""
+    grid = jc.Grid((8, 12, 6), 10.0)
+    model = jc.Model(grid, [jc.Substrate("a", 30.0, 1e-2, boundary={a: jc.Periodic() for a in faces})],
+                     solver="spectral")
+    state = model.init(fields=np.random.default_rng(0).random((1, 8, 12, 6)))
+    ref, _ = jc.simulate(model, state, t_end=4.0, dt=2.0)
+    out, _ = jc.simulate(model, jc.shard(state, jax.make_mesh((4,), ("x",))), t_end=4.0, dt=2.0)
+    np.testing.assert_allclose(np.asarray(out.fields), np.asarray(ref.fields), rtol=1e-12, atol=1e-14)
+
+
 def test_non_dividing_axis_is_padded_inside_simulate():
     """7 voxels over 4 devices: stored replicated, split (XLA pads) inside simulate, same numbers."""
     from jaxcell.simulate import _run, _schedule
