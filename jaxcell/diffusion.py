@@ -554,13 +554,14 @@ def ftcs_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None, dt: jax.
         if p.mask is not None:
             lam, src = jnp.where(p.mask, 0, lam), jnp.where(p.mask, 0, src)
         react = react + lam
+    inv = 1 / (1 + h * react)  # once per step: a multiply per voxel and sub-step, not a divide
 
     def sub(carry: tuple[jax.Array, Amounts], _: None) -> tuple[tuple[jax.Array, Amounts], None]:
         c, acc = carry
         rhs = c + h * p.D * laplacian(c, grid, p.faces.kinds)
         if src is not None:
             rhs = rhs + h * src
-        new = add_boundary_source(rhs, grid, p.D, p.faces, h) / (1 + h * react)
+        new = add_boundary_source(rhs, grid, p.D, p.faces, h) * inv
         # held voxels do not evolve: no decay, no face flow of their own; they supply
         # what diffuses into their free neighbours (the same books as the implicit solver)
         inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, p.mask)
