@@ -416,13 +416,10 @@ def phi2(z: jax.Array) -> jax.Array:
     return jnp.where(small, series, (jnp.expm1(zs) - zs) / zs**2)
 
 
-def exact_exchange(c: jax.Array, ex: Exchange, dt: jax.Array, vol: float,
-                   mask: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def exact_exchange(c: jax.Array, ex: Exchange, dt: jax.Array, vol: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Exact solution of dc/dt = −λc + s over dt per voxel; returns (c', secreted, uptake)."""
     lam = ex.clearance
     s = ex.sat_source + ex.export
-    if mask is not None:
-        lam, s = jnp.where(mask, 0, lam), jnp.where(mask, 0, s)
     z = -lam * dt
     p2 = phi2(z)
     p1 = 1 + z * p2  # φ1 derived from φ2 so that the amounts balance exactly
@@ -677,7 +674,7 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
     vol = grid.voxel_volume
     secreted = uptake = jnp.zeros((), c.dtype)
     if ex is not None:
-        c, secreted, uptake = exact_exchange(c, ex, dt / 2, vol, None)
+        c, secreted, uptake = exact_exchange(c, ex, dt / 2, vol)
     z = (p.D * spectral_eigenvalues(grid, p.faces.kinds, c.dtype) - p.k) * dt
     p2 = phi2(z)
     p1 = 1 + z * p2
@@ -706,6 +703,6 @@ def spectral_step(grid: Grid, p: Params, c: jax.Array, ex: Exchange | None,
     new = new + (target - jnp.sum(new) * vol) / (vol * new.size)
     inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, dt, None)
     if ex is not None:
-        new, s2, u2 = exact_exchange(new, ex, dt / 2, vol, None)
+        new, s2, u2 = exact_exchange(new, ex, dt / 2, vol)
         secreted, uptake = secreted + s2, uptake + u2
     return new, Amounts(secreted, inflow, outflow, uptake, decayed)
