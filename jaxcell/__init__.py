@@ -1,5 +1,6 @@
 """jaxcell: differentiable paracrine signalling on voxel grids (lengths µm, times s)."""
 
+from jaxcell import solvers
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import Grid
@@ -8,7 +9,7 @@ from jaxcell.model import Model, State
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
 from jaxcell.steady import steady_state
-from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
+from jaxcell.substrate import Dirichlet, Flux, Periodic, Robin, Substrate
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "Periodic",
     "Receptors",
     "Response",
+    "Robin",
     "State",
     "Substrate",
     "Trajectory",
@@ -31,5 +33,6 @@ __all__ = [
     "fit_batch",
     "shard",
     "simulate",
+    "solvers",
     "steady_state",
 ]

@@ -24,8 +24,8 @@ import numpy as np
 
 from jaxcell._node import as_float, is_concrete, node, replace, static_field
 from jaxcell.cells import Cells, Receptors, deposit, gather
-from jaxcell.diffusion import phi2
 from jaxcell.grid import Grid
+from jaxcell.operators import phi2
 
 
 def _phi2_prime(z: jax.Array) -> jax.Array:

@@ -12,11 +12,10 @@ import numpy as np
 from jaxcell._node import as_float, check_nonneg, float_dtype, is_concrete, node, static_field
 from jaxcell.binding import Response
 from jaxcell.cells import Cells
-from jaxcell.diffusion import Faces, Params
 from jaxcell.grid import Grid
-from jaxcell.substrate import Dirichlet, Flux, Periodic, Substrate
+from jaxcell.solvers import Params, Solver, get
+from jaxcell.substrate import Substrate
 
-SOLVERS = ("implicit", "lod", "explicit", "spectral")
 BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised")
 
 
@@ -28,8 +27,10 @@ class Model:
         grid: a :class:`Grid`.
         substrates: one or more :class:`Substrate`.
         solver: ``"implicit"`` (default, Douglas ADI), ``"lod"`` (BioFVM),
-            ``"explicit"`` (FTCS, sub-stepped) or ``"spectral"`` (exponential
-            integrator); see :mod:`jaxcell.diffusion`.
+            ``"explicit"`` (FTCS, sub-stepped), ``"spectral"`` (exponential
+            integrator), the name of a solver added with
+            :func:`jaxcell.solvers.register`, or a :class:`jaxcell.solvers.Solver`;
+            see :mod:`jaxcell.solvers`. The solver refuses here what it cannot do.
         coupling: ``"nearest"`` (default, BioFVM) or ``"linear"`` cell-grid coupling.
         dirichlet_mask: optional ``grid.shape`` bool array of interior voxels
             held at fixed concentration (e.g. a blood vessel).
@@ -50,12 +51,13 @@ class Model:
     responses: tuple
     grid: Grid = static_field()
     solver: str = static_field()
+    scheme: Solver = static_field()
     coupling: str = static_field()
     theta: float = static_field()
     max_diffusion: float | None = static_field()
     max_decay: float | None = static_field()
 
-    def __init__(self, grid: Grid, substrates: Substrate | Sequence[Substrate], solver: str = "implicit",
+    def __init__(self, grid: Grid, substrates: Substrate | Sequence[Substrate], solver: str | Solver = "implicit",
                  coupling: str = "nearest", dirichlet_mask: Any = None, dirichlet_value: Any = 0.0,
                  responses: Sequence[Response] = (), theta: float = 0.5,
                  max_diffusion: float | None = None, max_decay: float | None = None) -> None:
@@ -67,20 +69,13 @@ class Model:
         names = [s.name for s in subs]
         if len(set(names)) != len(names):
             raise ValueError(f"substrate names must be unique, got {names}")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        scheme = get(solver)
         if coupling not in ("nearest", "linear"):
             raise ValueError(f"coupling must be 'nearest' or 'linear', got {coupling!r}")
         if not 0.5 <= float(theta) <= 1.0:
             raise ValueError(f"theta must lie in [0.5, 1] for unconditional stability, got {theta}")
         for s in subs:
-            kinds = [type(f).__name__ for f in s.faces(grid.ndim)]  # raises for faces the grid lacks
-            if solver == "spectral" and ("Dirichlet" in kinds or dirichlet_mask is not None):
-                raise ValueError(f"solver='spectral' handles no-flux, flux and periodic faces only (substrate "
-                                 f"{s.name!r}); use solver='implicit' for Dirichlet faces or held voxels")
-            if solver in ("implicit", "lod") and dirichlet_mask is not None and "Periodic" in kinds:
-                raise ValueError(f"held voxels (dirichlet_mask) with a periodic axis (substrate {s.name!r}) are "
-                                 f"not supported by solver={solver!r}; use solver='explicit' or drop Periodic")
+            s.faces(grid.ndim)  # raises for faces the grid lacks
         mask = value = None
         if dirichlet_mask is not None:
             mask = jnp.asarray(dirichlet_mask, bool)
@@ -109,11 +104,13 @@ class Model:
         object.__setattr__(self, "dirichlet_value", value)
         object.__setattr__(self, "responses", tuple(responses))
         object.__setattr__(self, "grid", grid)
-        object.__setattr__(self, "solver", solver)
+        object.__setattr__(self, "solver", scheme.name)
+        object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "coupling", coupling)
         object.__setattr__(self, "theta", float(theta))
         object.__setattr__(self, "max_diffusion", None if max_diffusion is None else float(max_diffusion))
         object.__setattr__(self, "max_decay", None if max_decay is None else float(max_decay))
+        scheme.check(self)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -126,14 +123,10 @@ class Model:
     def params(self, i: int, dtype: Any) -> Params:
         """Traced parameters of substrate ``i`` cast to the field dtype."""
         s = self.substrates[i]
-        faces = s.faces(self.grid.ndim)
-        kinds = tuple("periodic" if isinstance(f, Periodic) else
-                      "dirichlet" if isinstance(f, Dirichlet) else "flux" for f in faces)
-        values = jnp.stack([jnp.zeros((), dtype) if isinstance(f, Periodic) else jnp.asarray(f.value, dtype)
-                            for f in faces])
+        faces = tuple(jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), f) for f in s.faces(self.grid.ndim))
         hold = None if self.dirichlet_value is None else self.dirichlet_value[i].astype(dtype)
-        return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), Faces(kinds, values),
-                      self.dirichlet_mask, hold)
+        return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, self.dirichlet_mask, hold,
+                      s.name)
 
     def init(self, cells: Cells | None = None, fields: Any = None) -> State:
         """Initial state at t = 0.
@@ -167,7 +160,8 @@ class Model:
         if cells is not None and cells.receptors is not None:
             initial = initial + jnp.sum(jnp.where(cells.alive[:, None], cells.receptors.bound, 0), axis=0)
         totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS}}
-        return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, t_static=0.0,
+        return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),
+                     t_static=0.0,
                      voxel_volume=self.grid.voxel_volume)
 
 
@@ -176,7 +170,8 @@ class State:
     """Simulation state (pytree).
 
     fields: ``(S, *grid.shape)`` amount/µm^ndim; t: time in s; cells: :class:`Cells`
-    or None; totals: accumulated budget amounts, each ``(S,)``. ``t_static`` is
+    or None; totals: accumulated budget amounts, each ``(S,)``; steps: steps taken
+    since t = 0 (a behaviour's random key is drawn from it). ``t_static`` is
     the host-side copy of ``t`` that lets :func:`simulate` plan its steps under jit;
     ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`;
     ``sharding`` (set by :func:`jaxcell.shard`) is how simulate splits the fields.
@@ -186,6 +181,7 @@ class State:
     t: jax.Array
     cells: Cells | None
     totals: dict
+    steps: jax.Array
     t_static: float | None = static_field(default=None)
     voxel_volume: float = static_field(default=1.0)
     sharding: Any = static_field(default=None)
@@ -206,5 +202,4 @@ def check_model_values(model: Model) -> None:
         check_nonneg(s.diffusion, f"Substrate {s.name!r} diffusion", "µm²/s")
         check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
         for face, cond in s.boundary.items():
-            if isinstance(cond, Flux):
-                check_nonneg(cond.value, f"Substrate {s.name!r} boundary {face!r} flux", "amount/(µm^(ndim-1)·s)")
+            cond.check_values(f"Substrate {s.name!r} boundary {face!r}")

@@ -53,6 +53,6 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
     fields = jax.device_put(state.fields, NamedSharding(mesh, spec))
     rep = NamedSharding(mesh, PartitionSpec())
     rest = jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), rep),
-                                  (state.t, state.cells, state.totals))
-    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2],
+                                  (state.t, state.cells, state.totals, state.steps))
+    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2], steps=rest[3],
                    sharding=NamedSharding(mesh, PartitionSpec(None, name)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -13,22 +12,11 @@ import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxcell._node import concrete_float, is_concrete, node, replace
-from jaxcell.binding import binding_step
-from jaxcell.cells import Cells, coupling_weights, deposit, gather
-from jaxcell.diffusion import (
-    Exchange,
-    Layout,
-    _split,
-    douglas_setup,
-    douglas_step,
-    ftcs_step,
-    lod_setup,
-    lod_step,
-    spectral_step,
-    substeps,
-)
-from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
+from jaxcell import step as stages
+from jaxcell._node import concrete_float, node, replace
+from jaxcell.cells import Cells
+from jaxcell.model import Model, State, check_model_values, state_time
+from jaxcell.operators import Layout
 
 CHECKPOINTS = (None, "step", "sqrt")
 SORT_MIN = 65536  # cell count from which simulate works on cells sorted by voxel
@@ -50,7 +38,7 @@ class _Group(NamedTuple):
     rest: float  # length of one final short step per frame (0: none)
 
 
-def _schedule(t0: float, t_end: float, dt: float, save: Sequence[float]) -> tuple[_Group, ...]:
+def schedule(t0: float, t_end: float, dt: float, save: Sequence[float]) -> tuple[_Group, ...]:
     """Split [t0, t_end] into full steps of dt, shortening the step before each save time."""
     groups: list[_Group] = []
     prev = t0
@@ -101,158 +89,6 @@ def _save_times(t0: float, t_end: float, save_every: Any, save_at: Any) -> list[
     return []
 
 
-EXPLICIT_SUBSTEPS_WARN = 1000  # sub-steps per step beyond which a unit slip is more likely than intent
-
-
-def _explicit_substeps(model: Model, dt: float) -> tuple[int, ...]:
-    """FTCS sub-steps per substrate, from ``max_diffusion`` when given, else from a concrete D.
-
-    A bound, when given, is always used, so that a run gives the same numbers
-    eagerly and under jit/grad (where D is traced). Decay does not limit the
-    step (it is implicit in every sub-step); ``max_decay``, if given, is checked.
-    """
-    out = []
-    for s in model.substrates:
-        for what, val, bound, unit in (("diffusion", s.diffusion, model.max_diffusion, "µm²/s"),
-                                        ("decay", s.decay, model.max_decay, "1/s")):
-            v = concrete_float(val)
-            if bound is not None and v is not None and v > bound:
-                raise ValueError(f"Substrate {s.name!r} {what} {v} {unit} exceeds the explicit solver's bound "
-                                 f"max_{what} = {bound}; raise the bound")
-        d = model.max_diffusion if model.max_diffusion is not None else concrete_float(s.diffusion)
-        if d is None:
-            raise ValueError("solver='explicit' with a traced diffusion needs a static bound: "
-                             "Model(..., max_diffusion=<largest value in µm²/s>), or use solver='implicit'")
-        n = substeps(model.grid, d, dt)
-        if n > EXPLICIT_SUBSTEPS_WARN:
-            warnings.warn(f"solver='explicit' takes {n} FTCS sub-steps per step for Substrate {s.name!r} "
-                          f"(D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s): check that D is in "
-                          "µm²/s and the spacing in µm, or use solver='implicit'", RuntimeWarning, stacklevel=3)
-        out.append(n)
-    return tuple(out)
-
-
-def _check_bounds(name: str, D: Any, k: Any, max_d: float | None, max_k: float | None) -> None:
-    """Host-side check of traced D, k against the static bounds (the step count assumed them)."""
-    for what, v, bound in (("diffusion", D, max_d), ("decay", k, max_k)):
-        if bound is not None and np.any(np.asarray(v) > bound * (1 + 1e-9)):
-            raise ValueError(f"Substrate {name!r} {what} {np.max(np.asarray(v))} exceeds max_{what} = {bound}: "
-                             "the explicit step would be unstable; raise the bound")
-
-
-SPLIT_UPTAKE_MAX = 0.05  # dt·(uptake/voxel volume) above which split cell uptake errs by more than ~1 %
-
-
-def _warn_if_split_uptake(model: Model, cells: Cells | None, dt: float) -> None:
-    """Warn when the spectral solver's split cell exchange will be inaccurate at this dt.
-
-    Spectral transport is exact in time, but cell uptake acts in half-steps
-    around it. Measured (a 10 µm voxel, D = 100 µm²/s, one cell): the
-    concentration at the cell is 1 % low at dt·uptake/V = 0.05, 7 % at 0.2 and
-    37 % at 1. Checked on the concrete cells at the start of a call (responses
-    can change uptake later); skipped under tracing.
-    """
-    if model.solver != "spectral" or cells is None:
-        return
-    rate = cells.uptake + cells.saturation_rate
-    if not (is_concrete(rate) and is_concrete(cells.alive)):
-        return
-    alive = np.asarray(cells.alive)
-    worst = float(np.max(np.asarray(rate)[alive], initial=0.0)) / model.grid.voxel_volume * dt
-    if worst > SPLIT_UPTAKE_MAX:
-        warnings.warn(f"solver='spectral' splits cell uptake from transport: dt·uptake/voxel volume = {worst:.3g} "
-                      f"(> {SPLIT_UPTAKE_MAX}) makes concentrations at uptaking cells inaccurate (~7 % low at "
-                      "0.2, ~40 % at 1); use a smaller dt or solver='implicit' (uptake inside the implicit "
-                      "operator) or 'explicit'", RuntimeWarning, stacklevel=3)
-
-
-def _warn_if_negative(model: Model, fields: jax.Array, saved: jax.Array) -> None:
-    """Warn when an implicit (ADI) run went below zero; it is stable for any dt but not monotone.
-
-    Measured on a unit pulse: no negative values up to dt·D·Σ1/h² = 1 in 1D-3D,
-    undershoots of 1e-3 to 1e-1 of the peak from 2. Checked once per call on the
-    results (a reduction, outside the time loop); skipped under tracing.
-    """
-    if not (is_concrete(fields) and is_concrete(saved)):
-        return
-    low = min(float(jnp.min(fields)), float(jnp.min(saved)) if saved.size else 0.0)
-    high = max(float(jnp.max(jnp.abs(fields))), float(jnp.max(jnp.abs(saved))) if saved.size else 0.0)
-    if low < -1e-6 * high:
-        warnings.warn(f"solver='implicit' produced concentrations down to {low:.3g} (peak {high:.3g}): the ADI step "
-                      "is stable but can undershoot near sharp sources when dt·D·Σ1/h² > 1; use a smaller dt, "
-                      "solver='lod' (monotone, first order) or jc.steady_state", RuntimeWarning, stacklevel=3)
-
-
-def _exchange(model: Model, cells: Cells, idx: jax.Array, w: jax.Array) -> list[Exchange]:
-    vol = model.grid.voxel_volume
-    clear = deposit(model.grid, idx, w, cells.uptake + cells.saturation_rate) / vol
-    sat = deposit(model.grid, idx, w, cells.saturation_rate * cells.saturation) / vol
-    export = deposit(model.grid, idx, w, cells.secretion) / vol
-    return [Exchange(clear[i], sat[i], export[i]) for i in range(model.n_substrates)]
-
-
-def _make_step(model: Model, dt: jax.Array, n_sub: tuple[int, ...], idx: Any, w: Any,
-               fixed_exchange: list[Exchange] | None, sharding: Any = None) -> Callable[[Any], Any]:
-    """A pure step (fields, cells, totals) -> same, for a step of length dt."""
-    grid, dtype = model.grid, dt.dtype
-    params = [model.params(i, dtype) for i in range(model.n_substrates)]
-    layout = None
-    if sharding is not None and grid.ndim > 1:
-        name = sharding.spec[1]
-        layout = Layout(NamedSharding(sharding.mesh, PartitionSpec(name)),
-                        NamedSharding(sharding.mesh, PartitionSpec(None, name)))
-    if model.solver == "implicit":
-        setups = [douglas_setup(grid, p, dt, model.theta) for p in params]
-    elif model.solver == "lod":
-        setups = [lod_setup(grid, p, dt) for p in params]
-    else:
-        setups = [None] * len(params)
-
-    def step(carry: tuple[jax.Array, Cells | None, dict]) -> tuple[jax.Array, Cells | None, dict]:
-        fields, cells, totals = carry
-        ex: list[Any] = [None] * model.n_substrates
-        if cells is not None:
-            if model.responses:
-                local = gather(grid, idx, w, fields)
-                for r in model.responses:
-                    cells = r.apply(cells, model.names, local)
-                ex = _exchange(model, cells, idx, w)
-            else:
-                ex = fixed_exchange
-        new, amounts = [], []
-        for i, p in enumerate(params):
-            c = fields[i]
-            if model.solver == "implicit":
-                c, a = douglas_step(grid, p, setups[i], c, ex[i], dt, model.theta, layout)
-            elif model.solver == "lod":
-                c, a = lod_step(grid, p, setups[i], c, ex[i], dt, layout)
-            elif model.solver == "explicit":
-                c, a = ftcs_step(grid, p, c, ex[i], dt, n_sub[i])
-            else:
-                c, a = spectral_step(grid, p, c, ex[i], dt, layout)
-            new.append(c)
-            amounts.append(a)
-        fields = jnp.stack(new)
-        flows = {k: jnp.stack([getattr(a, k) for a in amounts]) for k in amounts[0]._fields}
-        flows["internalised"] = jnp.zeros_like(flows["decayed"])
-        if cells is not None and cells.receptors is not None:
-            fields, cells, flows["internalised"] = binding_step(grid, fields, cells, idx, w, dt)
-            if model.dirichlet_mask is not None:
-                hold = model.dirichlet_value.astype(dtype)
-                diff = jnp.where(model.dirichlet_mask, hold - fields, 0) * grid.voxel_volume
-                inflow, outflow = jax.vmap(_split)(diff.reshape(diff.shape[0], -1))
-                flows["inflow"] = flows["inflow"] + inflow
-                flows["outflow"] = flows["outflow"] + outflow
-                fields = jnp.where(model.dirichlet_mask, hold, fields)
-        totals = {**totals, **{k: totals[k] + flows[k] for k in BUDGET_FLOWS}}
-        if sharding is not None:
-            # keeps the split through the loop; XLA pads an axis that does not divide
-            fields = lax.with_sharding_constraint(fields, sharding)
-        return fields, cells, totals
-
-    return step
-
-
 def _repeat(step: Callable[[Any], Any], carry: Any, n: int, checkpoint: str | None) -> Any:
     """Apply ``step`` n times with a scan; checkpointing trades recompute for memory."""
     if n == 0:
@@ -276,36 +112,53 @@ def _repeat(step: Callable[[Any], Any], carry: Any, n: int, checkpoint: str | No
     return lax.scan(body, carry, None, length=n)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("dt", "groups", "n_sub", "checkpoint", "save_cells", "sharding"))
-def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, dt: float,
-         groups: tuple[_Group, ...], n_sub: tuple[int, ...], checkpoint: str | None,
-         save_cells: bool, sharding: Any = None) -> tuple[Any, jax.Array, Any]:
+def _layout(model: Model, sharding: Any) -> Layout | None:
+    """Shardings of one field for line work along the split axis (see :func:`jaxcell.operators.along_axis`)."""
+    if sharding is None or model.grid.ndim < 2:
+        return None
+    name = sharding.spec[1]
+    return Layout(NamedSharding(sharding.mesh, PartitionSpec(name)),
+                  NamedSharding(sharding.mesh, PartitionSpec(None, name)))
+
+
+@functools.partial(jax.jit, static_argnames=("dt", "groups", "plan", "checkpoint", "save_cells", "sharding",
+                                             "behaviour", "seed"))
+def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, t: jax.Array, n: jax.Array, *,
+              dt: float, groups: tuple[_Group, ...], plan: tuple, checkpoint: str | None, save_cells: bool,
+              sharding: Any = None, behaviour: Any = None, seed: int = 0) -> tuple[Any, jax.Array, Any]:
+    """The compiled time loop of :func:`simulate`: ``groups`` of steps, frames saved between them.
+
+    Returns ``((fields, cells, totals, t, n), saved fields (T, S, *shape), saved cells or None)``.
+    """
     dtype = fields.dtype
     if sharding is not None:
         fields = lax.with_sharding_constraint(fields, sharding)
-    idx = w = fixed = order = None
-    per_step_cells = cells is not None and (bool(model.responses) or cells.receptors is not None)
-    if per_step_cells and cells.n >= SORT_MIN:
+    layout = _layout(model, sharding)
+    step_plan = stages.plan(model, cells, behaviour)
+    order = None
+    per_step_cells = cells is not None and (len(step_plan.stages) > 1)
+    if per_step_cells and behaviour is None and cells.n >= SORT_MIN:
         # scatters and gathers of cells in voxel order touch memory in order
         # (2-6x faster at 1e6 cells); sorted once per call, undone at the end.
-        # Without responses or receptors the cells are deposited once per call,
-        # and the sort would cost more than it saves.
+        # Without per-step cell work the cells are deposited once per call, and
+        # the sort would cost more than it saves; a behaviour sees cells in
+        # their own order (division fills free slots in index order).
         order = jnp.argsort(model.grid.voxel_index(cells.position))
         cells = _take(cells, order)
-    if cells is not None:
-        idx, w = coupling_weights(model.grid, cells.position, cells.alive, model.coupling)
-        if not model.responses:
-            fixed = _exchange(model, cells, idx, w)
-    if model.solver == "explicit":
-        for sub in model.substrates:
-            if not (is_concrete(sub.diffusion) and is_concrete(sub.decay)):
-                jax.debug.callback(functools.partial(_check_bounds, sub.name, max_d=model.max_diffusion,
-                                                     max_k=model.max_decay), sub.diffusion, sub.decay)
-    full = _make_step(model, jnp.asarray(dt, dtype), n_sub, idx, w, fixed, sharding)
-    carry = (fields, cells, totals)
+    coupling, exchange = stages.loop_constants(model, cells, step_plan)
+
+    def make(step_dt: float) -> Callable[[Any], Any]:
+        h = jnp.asarray(step_dt, dtype)
+        setups = tuple(model.scheme.init(model, model.params(i, dtype), h, plan[i])
+                       for i in range(model.n_substrates))
+        ctx = stages.Context(model, h, plan, setups, layout, coupling, exchange, seed, sharding)
+        return stages.make_step(ctx, step_plan)
+
+    full = make(dt)
+    carry = (fields, cells, totals, t, n)
     frames, frame_cells = [], []
     for g in groups:
-        rest = _make_step(model, jnp.asarray(g.rest, dtype), n_sub, idx, w, fixed, sharding) if g.rest else None
+        rest = make(g.rest) if g.rest else None
 
         def interval(c: Any, g: _Group = g, rest: Any = rest) -> Any:
             c = _repeat(full, c, g.steps, checkpoint)
@@ -328,7 +181,7 @@ def _run(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, *, 
         saved_cells = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *frame_cells)
     if order is not None:
         inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
-        carry = (carry[0], _take(carry[1], inverse), carry[2])
+        carry = (carry[0], _take(carry[1], inverse), *carry[2:])
         if saved_cells is not None:
             saved_cells = _take(saved_cells, inverse, axis=1)
     return carry, saved, saved_cells
@@ -341,7 +194,8 @@ def _take(cells: Cells, order: jax.Array, axis: int = 0) -> Cells:
 
 def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every: float | None = None,
              save_at: Sequence[float] | np.ndarray | None = None, checkpoint: str | None = None,
-             save_cells: bool = False) -> tuple[State, Trajectory]:
+             save_cells: bool = False, behaviour: Callable[..., Cells] | None = None,
+             seed: int = 0) -> tuple[State, Trajectory]:
     """Advance ``state`` to the absolute time ``t_end`` (s) in steps of ``dt`` (s).
 
     The last step before each save time and before ``t_end`` is shortened to land
@@ -355,6 +209,17 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
             (recompute inside each step) or ``"sqrt"`` (√n recursive chunks) —
             memory for reverse-mode gradients through long runs.
         save_cells: also save cell states per frame (``traj.cells``).
+        behaviour: ``f(cells, env, t) -> cells`` run at the end of every step inside
+            the compiled loop (``t`` the time at the end of the step, ``env`` a
+            :class:`jaxcell.step.Env`: ``concentration`` (N, S), ``gradient``
+            (N, S, ndim) per µm, ``key``, ``dt``, ``names``). It may change
+            positions, rates, ``alive``, ``type`` and receptors; coupling and
+            exchange follow in the next step. Positions outside the domain are
+            clipped to it. Must be hashable (a function, or
+            ``jax.tree_util.Partial`` to pass traced parameters).
+        seed: the behaviour's random keys are ``fold_in(key(seed), n)`` with ``n``
+            the steps taken since t = 0 (the state carries it), so repeated calls
+            continue one sequence.
 
     Returns:
         ``(state, trajectory)``.
@@ -376,15 +241,18 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         raise ValueError(f"state.fields has shape {tuple(state.fields.shape)} but the model expects {expected}")
     check_model_values(model)
     save = _save_times(t0, t_end_f, save_every, save_at)
-    groups = _schedule(t0, t_end_f, dt_f, save)
-    n_sub = _explicit_substeps(model, dt_f) if model.solver == "explicit" else ()
-    _warn_if_split_uptake(model, state.cells, dt_f)
-    (fields, cells, totals), saved, saved_cells = _run(
-        model, state.fields, state.cells, state.totals, dt=dt_f, groups=groups, n_sub=n_sub,
-        checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding)
-    if model.solver == "implicit":
-        _warn_if_negative(model, fields, saved)
-    new = replace(state, fields=fields, cells=cells, totals=totals,
+    groups = schedule(t0, t_end_f, dt_f, save)
+    if behaviour is not None and (state.cells is None or not callable(behaviour)):
+        raise ValueError("behaviour= needs a callable f(cells, env, t) -> cells and a state with cells")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    plan = model.scheme.plan(model, dt_f)
+    model.scheme.before_run(model, state.cells, dt_f)
+    (fields, cells, totals, _, steps), saved, saved_cells = run_steps(
+        model, state.fields, state.cells, state.totals, state.t, state.steps, dt=dt_f, groups=groups, plan=plan,
+        checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour=behaviour, seed=int(seed))
+    model.scheme.after_run(model, fields, saved)
+    new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
     return new, Trajectory(times, saved, saved_cells)

@@ -13,17 +13,10 @@ from jax.scipy.sparse.linalg import cg
 
 from jaxcell._node import concrete_float, float_dtype, is_concrete
 from jaxcell.cells import Cells, coupling_weights
-from jaxcell.diffusion import (
-    Params,
-    _spectral_axes,
-    boundary_source,
-    from_spectral,
-    laplacian,
-    spectral_eigenvalues,
-    to_spectral,
-)
+from jaxcell.exchange import cell_exchange
 from jaxcell.model import Model, check_model_values
-from jaxcell.simulate import _exchange
+from jaxcell.operators import diffuse, face_source, from_spectral, spectral_axes, spectral_eigenvalues, to_spectral
+from jaxcell.solvers import Params
 
 
 def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None = None,
@@ -33,8 +26,8 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
     Solves ``D∇²c − (k + clearance)c + source = 0`` with the model's faces and
     held voxels, on the same finite-volume operator as the time steppers (so a
     long ``implicit`` run converges to it): in closed form with DCT/FFT when the
-    coefficients are uniform (no cell uptake, no Dirichlet faces or held
-    voxels), else by preconditioned conjugate gradients (the operator is
+    coefficients are uniform (no cell uptake, no face with a conductance such as
+    Dirichlet or Robin, no held voxels), else by preconditioned conjugate gradients (the operator is
     symmetric positive definite) to relative residual ``tol`` (default 1e-11
     in float64, 1e-6 in float32). Gradients come from implicit differentiation
     of the linear solve (``custom_linear_solve``), not from unrolling
@@ -69,13 +62,15 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
     clear_max = _max_clearance(cells, model.n_substrates)
     uniform = []
     for i, s in enumerate(model.substrates):
-        kinds = model.params(i, dtype).faces.kinds
-        has_dirichlet = "dirichlet" in kinds or model.dirichlet_mask is not None
+        faces = s.faces(grid.ndim)
+        # a face with a conductance (Dirichlet, Robin) removes mass in proportion to c
+        conducting = any(not f.periodic and f.conductance(1.0, 1.0) is not None for f in faces)
+        removing = conducting or model.dirichlet_mask is not None
         no_clearance = clear_max[i] == 0.0  # False when unknown (traced cells)
-        if not has_dirichlet and no_clearance and concrete_float(s.decay) == 0.0:
-            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake or Dirichlet condition: "
+        if not removing and no_clearance and concrete_float(s.decay) == 0.0:
+            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake, Dirichlet or Robin condition: "
                              "it has no steady state (its mass grows or stays constant)")
-        uniform.append(not has_dirichlet and no_clearance)
+        uniform.append(not removing and no_clearance)
     c, resid = _solve(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
     if is_concrete(resid) and np.any(np.asarray(resid) > 100 * tol):
         warnings.warn(f"steady_state: conjugate gradients stopped at relative residual "
@@ -103,22 +98,21 @@ def _solve(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol:
     dtype = float_dtype()
     if cells is not None:
         idx, w = coupling_weights(grid, cells.position, cells.alive, model.coupling)
-        exchanges = _exchange(model, cells, idx, w)
+        exchanges = cell_exchange(model, cells, idx, w)
     else:
         exchanges = [None] * model.n_substrates
     out, resid = [], []
     for i in range(model.n_substrates):
         p = model.params(i, dtype)
         ex = exchanges[i]
-        kinds = p.faces.kinds
-        src = boundary_source(grid, p.D, p.faces, dtype=dtype)
+        src = face_source(grid, p.D, p.faces, dtype=dtype)
         clear = jnp.zeros(grid.shape, dtype)
         if ex is not None:
             src = src + ex.sat_source + ex.export
             clear = ex.clearance
         if uniform[i]:
-            cos_axes, fft_axes = _spectral_axes(grid, kinds)
-            lam = p.D * spectral_eigenvalues(grid, kinds, dtype) - p.k
+            cos_axes, fft_axes = spectral_axes(grid, p.faces)
+            lam = p.D * spectral_eigenvalues(grid, cos_axes, dtype) - p.k
             # round-off in the transforms leaves ~1e-16·peak of either sign far from sources
             src = jax.lax.optimization_barrier(src)  # no compile-time folding of a constant source
             out.append(jnp.maximum(from_spectral(to_spectral(src, cos_axes, fft_axes) / -lam, cos_axes, fft_axes),
@@ -128,19 +122,18 @@ def _solve(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol:
         react = p.k + clear
         mask = p.mask
 
-        def op(c: jax.Array, p: Params = p, react: jax.Array = react, mask: Any = mask,
-               kinds: tuple[str, ...] = kinds) -> jax.Array:
+        def op(c: jax.Array, p: Params = p, react: jax.Array = react, mask: Any = mask) -> jax.Array:
             if mask is None:
-                return react * c - p.D * laplacian(c, grid, kinds)
+                return react * c - diffuse(c, grid, p.D, p.faces)
             free = jnp.where(mask, 0, c)
-            return jnp.where(mask, c, react * free - p.D * laplacian(free, grid, kinds))
+            return jnp.where(mask, c, react * free - diffuse(free, grid, p.D, p.faces))
 
         rhs = src
         if mask is not None:
             # held voxels: identity rows; their values enter the free rows as a known source
             held = jnp.where(mask, p.hold, 0)
-            rhs = jnp.where(mask, p.hold, src + p.D * laplacian(held, grid, kinds))
-        precond = _preconditioner(model, p, kinds, react, dtype)
+            rhs = jnp.where(mask, p.hold, src + diffuse(held, grid, p.D, p.faces))
+        precond = _preconditioner(model, p, react, dtype)
         c, _ = cg(op, rhs, tol=tol, atol=0.0, maxiter=maxiter, M=precond)
         out.append(c)
         res = jax.lax.stop_gradient(op(c) - rhs)
@@ -148,17 +141,18 @@ def _solve(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol:
     return jnp.stack(out), jnp.stack(resid)
 
 
-def _preconditioner(model: Model, p: Params, kinds: tuple[str, ...], react: jax.Array,
-                    dtype: Any) -> Any:
-    """Inverse of the uniform-coefficient operator with no-flux faces (DCT), mean reaction rate."""
+def _preconditioner(model: Model, p: Params, react: jax.Array, dtype: Any) -> Any:
+    """Inverse of the uniform-coefficient operator with closed faces (DCT/FFT), mean removal rate."""
     grid = model.grid
-    nkinds = tuple("periodic" if k == "periodic" else "flux" for k in kinds)
-    cos_axes, fft_axes = _spectral_axes(grid, nkinds)
-    lam = p.D * spectral_eigenvalues(grid, nkinds, dtype)
+    fft_axes = [a for a in range(grid.ndim) if p.faces[2 * a].periodic]
+    cos_axes = [a for a in range(grid.ndim) if a not in fft_axes]
+    lam = p.D * spectral_eigenvalues(grid, cos_axes, dtype)
     shift = jnp.mean(react)
-    for a in range(grid.ndim):  # a Dirichlet face acts like extra removal near it
-        if "dirichlet" in kinds[2 * a: 2 * a + 2]:
-            shift = shift + 2 * p.D / grid.spacing[a] ** 2 / grid.shape[a]
+    for a in range(grid.ndim):  # a conducting face acts like extra removal near it
+        for f in p.faces[2 * a: 2 * a + 2]:
+            g = None if f.periodic else f.conductance(p.D, grid.spacing[a])
+            if g is not None:
+                shift = shift + g / grid.spacing[a] / grid.shape[a]
     denom = shift - lam
     denom = jnp.where(denom > 0, denom, jnp.min(jnp.where(denom > 0, denom, jnp.inf)))
 

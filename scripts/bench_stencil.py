@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transport import best_time, copy_bandwidth  # noqa: E402
 
 import jaxcell as jc  # noqa: E402
-from jaxcell import diffusion as jd  # noqa: E402
 
 D, DECAY, SPACING, DT = 1000.0, 0.01, 10.0, 0.01  # µm²/s, 1/s, µm, s per sub-step (dt·rate/2 = 0.6)
 
@@ -124,11 +123,11 @@ def blocked_run(c: jax.Array, steps: int, alpha: float, kh: float, b: int, K: in
 
 
 def library_run(c: jax.Array, steps: int) -> jax.Array:
-    """``steps`` sub-steps of jaxcell's explicit solver (one ``ftcs_step`` call)."""
+    """``steps`` sub-steps of jaxcell's explicit solver (one call of its ``step``)."""
     n = c.shape[0]
     model = jc.Model(jc.Grid((n, n, n), SPACING), jc.Substrate("s", D, DECAY), solver="explicit")
     p = model.params(0, c.dtype)
-    return jd.ftcs_step(model.grid, p, c, None, jnp.asarray(DT * steps, c.dtype), steps)[0]
+    return model.scheme.step(model, p, None, c, None, jnp.asarray(DT * steps, c.dtype), steps, None)[0]
 
 
 def initial(n: int, dtype: type = np.float32) -> jax.Array:

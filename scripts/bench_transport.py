@@ -25,7 +25,7 @@ import numpy as np
 
 import jaxcell as jc
 
-SOLVERS = ("implicit", "lod", "explicit", "spectral")
+SOLVERS = jc.solvers.names()
 BIOFVM_100 = 1.9e7  # voxel-updates/s, implicit LOD at 100³, 2 threads
 D, DECAY, SPACING, DT = 1000.0, 0.01, 10.0, 0.01  # µm²/s, 1/s, µm, s (explicit: one sub-step)
 
@@ -91,28 +91,17 @@ def time_simulate(model: jc.Model, n: int, steps: int, repeat: int) -> tuple[flo
 def time_bare_step(model: jc.Model, n: int, repeat: int) -> tuple[float, float | None]:
     """(best s, XLA temp bytes per voxel) of one jitted diffusion step, setup hoisted, budget included.
 
-    Uses the private steppers of :mod:`jaxcell.diffusion` directly: no scan,
-    no cells, the implicit/lod line solvers built once outside the timed call.
+    Calls the model's solver through its interface (:mod:`jaxcell.solvers`): no
+    scan, no cells, the solver's setup (implicit/lod line solvers) built once
+    outside the timed call.
     """
-    from jaxcell import diffusion as jd
-    from jaxcell.simulate import _explicit_substeps
-
-    grid, dt, theta = model.grid, jnp.asarray(DT, jnp.float32), model.theta
+    dt = jnp.asarray(DT, jnp.float32)
+    scheme = model.scheme
+    plan = scheme.plan(model, DT)[0]
     p = model.params(0, jnp.float32)
     c0 = initial_fields(n)[0]
-    if model.solver == "implicit":
-        setup = jax.jit(lambda: jd.douglas_setup(grid, p, dt, theta))()
-        step = jax.jit(lambda c, s: jd.douglas_step(grid, p, s, c, None, dt, theta))
-    elif model.solver == "lod":
-        setup = jax.jit(lambda: jd.lod_setup(grid, p, dt))()
-        step = jax.jit(lambda c, s: jd.lod_step(grid, p, s, c, None, dt))
-    elif model.solver == "explicit":
-        n_sub = _explicit_substeps(model, DT)[0]
-        setup = None
-        step = jax.jit(lambda c, s: jd.ftcs_step(grid, p, c, None, dt, n_sub))
-    else:
-        setup = None
-        step = jax.jit(lambda c, s: jd.spectral_step(grid, p, c, None, dt))
+    setup = jax.jit(lambda: scheme.init(model, p, dt, plan))()
+    step = jax.jit(lambda c, s: scheme.step(model, p, s, c, None, dt, plan, None))
     compiled = step.lower(c0, setup).compile()
     temp = None
     try:
@@ -173,11 +162,7 @@ def run(sizes: tuple[int, ...] = (100, 128, 256), steps: int = 10, solvers: tupl
     for solver in solvers:
         for n in sizes:
             model = make_model(n, solver)
-            n_sub = 1
-            if solver == "explicit":
-                from jaxcell.simulate import _explicit_substeps
-
-                n_sub = _explicit_substeps(model, DT)[0]
+            n_sub = model.scheme.plan(model, DT)[0] if solver == "explicit" else 1
             first, t = time_simulate(model, n, steps, repeat)
             rate = steps * n**3 / t
             try:

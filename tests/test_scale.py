@@ -43,16 +43,16 @@ def test_sharded_equals_single_device(solver, make_mesh):
 def test_sharded_step_never_gathers_the_field(solver, needs):
     """Each device holds 1/4 of the field throughout a step: halos for the stencil, all-to-all
     transposes for the line solves and transforms along the split axis, never an all-gather."""
-    from jaxcell.simulate import _run, _schedule
+    from jaxcell.simulate import run_steps, schedule
 
     grid = jc.Grid((16, 16, 8), 4.0)
     pos = np.random.default_rng(0).uniform(0, 1, (30, 3)) * np.array(grid.extent)
     model = jc.Model(grid, [jc.Substrate("s", 2.0, 1e-3, boundary={"x-": jc.Flux(0.2), "y+": jc.Flux(0.1)})],
                      solver=solver)
     state = jc.shard(model.init(jc.Cells(pos, secretion=1.0, uptake=0.5)), jax.make_mesh((4,), ("x",)))
-    hlo = _run.lower(model, state.fields, state.cells, state.totals, dt=1.0, groups=_schedule(0.0, 4.0, 1.0, []),
-                     n_sub=(1,) if solver == "explicit" else (), checkpoint=None, save_cells=False,
-                     sharding=state.sharding).compile().as_text()
+    hlo = run_steps.lower(model, state.fields, state.cells, state.totals, state.t, state.steps, dt=1.0,
+                          groups=schedule(0.0, 4.0, 1.0, []), plan=model.scheme.plan(model, 1.0), checkpoint=None,
+                          save_cells=False, sharding=state.sharding).compile().as_text()
     assert needs in hlo
     assert "all-gather" not in hlo
 
@@ -71,7 +71,7 @@ def test_sharded_spectral_with_periodic_axes_equals_single_device(faces):
 
 def test_non_dividing_axis_is_padded_inside_simulate():
     """7 voxels over 4 devices: stored replicated, split (XLA pads) inside simulate, same numbers."""
-    from jaxcell.simulate import _run, _schedule
+    from jaxcell.simulate import run_steps, schedule
 
     grid = jc.Grid((7, 4), 2.0)
     model = jc.Model(grid, [jc.Substrate("s", 1.0, 1e-2, boundary={"x-": jc.Flux(0.5)})])
@@ -81,8 +81,9 @@ def test_non_dividing_axis_is_padded_inside_simulate():
     assert sharded.sharding is not None
     out, _ = jc.simulate(model, sharded, t_end=5.0, dt=1.0)
     np.testing.assert_allclose(np.asarray(out.fields), np.asarray(ref.fields), rtol=1e-12)
-    hlo = _run.lower(model, sharded.fields, None, sharded.totals, dt=1.0, groups=_schedule(0.0, 5.0, 1.0, []),
-                     n_sub=(), checkpoint=None, save_cells=False, sharding=sharded.sharding).compile().as_text()
+    hlo = run_steps.lower(model, sharded.fields, None, sharded.totals, sharded.t, sharded.steps, dt=1.0,
+                          groups=schedule(0.0, 5.0, 1.0, []), plan=model.scheme.plan(model, 1.0), checkpoint=None,
+                          save_cells=False, sharding=sharded.sharding).compile().as_text()
     assert any(op in hlo for op in ("collective-permute", "all-gather", "all-to-all", "all-reduce"))
 
 

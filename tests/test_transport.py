@@ -12,11 +12,11 @@ import pytest
 from scipy.special import erfc, k0
 
 import jaxcell as jc
-from jaxcell.diffusion import substeps
-from jaxcell.simulate import _run
+from jaxcell.simulate import run_steps
+from jaxcell.solvers.explicit import substeps
 from jaxcell.steady import _solve
 
-SOLVERS = ("implicit", "lod", "explicit", "spectral")
+SOLVERS = jc.solvers.names()
 
 
 def _rel(a, b):
@@ -581,14 +581,14 @@ def test_second_simulate_with_new_values_does_not_recompile():
         return np.asarray(traj.fields)
 
     a = go(10.0, 0.01, 0.1, 1.0)
-    before = _run._cache_size()
+    before = run_steps._cache_size()
     b = go(3.0, 0.2, 0.5, 4.0)
-    assert _run._cache_size() == before
+    assert run_steps._cache_size() == before
     assert not np.allclose(a, b)
     go(1.0, 0.01, 0.1, 1.0, solver="explicit")  # D = 1: one sub-step either way
-    before = _run._cache_size()
+    before = run_steps._cache_size()
     go(0.5, 0.02, 0.3, 2.0, solver="explicit")
-    assert _run._cache_size() == before
+    assert run_steps._cache_size() == before
     model = jc.Model(grid, [jc.Substrate("s", 10.0, 0.01)])
     jc.steady_state(model, jc.Cells([[12.0, 13.0]], secretion=1.0))
     before = _solve._cache_size()
@@ -740,7 +740,7 @@ def test_api_examples_run_as_written():
 @pytest.mark.parametrize("solver", ["implicit", "lod"])
 def test_long_axis_thomas_path_equals_dense_inverse(solver, monkeypatch):
     """Axes longer than DENSE_MAX use a shared-factor Thomas sweep: same numbers as the dense inverse."""
-    import jaxcell.diffusion as dfn
+    import jaxcell.operators as dfn
 
     grid = jc.Grid((11, 7, 5), 2.0)  # a shape no other test compiles, so each path traces afresh
     sub = jc.Substrate("s", 3.0, 1e-2, boundary={"x-": jc.Dirichlet(1.0), "y+": jc.Flux(0.5)})
@@ -827,8 +827,8 @@ def test_public_api_is_pinned():
     """The names users import (STYLE.md: a test pins __all__); extend deliberately, never rename."""
     assert sorted(jc.__all__) == sorted([
         "BatchFitResult", "Cells", "Dirichlet", "FitResult", "Flux", "Grid", "Model", "Periodic", "Receptors",
-        "Response", "State", "Substrate", "Trajectory", "budget", "fit", "fit_batch", "shard", "simulate",
-        "steady_state"])
+        "Response", "Robin", "State", "Substrate", "Trajectory", "budget", "fit", "fit_batch", "shard", "simulate",
+        "solvers", "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)
 
 

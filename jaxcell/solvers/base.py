@@ -1,0 +1,140 @@
+"""The solver interface and the registry that maps ``Model(solver="name")`` to a solver.
+
+A solver advances one substrate's field by one step of transport (diffusion,
+decay, faces, held voxels) together with the cells' exchange (secretion and
+uptake), and reports the amounts each process moved so the budget closes.
+It is a small stateless object (hashable, so it can be a static part of a
+jitted :class:`jaxcell.Model`):
+
+* :meth:`Solver.check` refuses, when the model is built, what the scheme cannot
+  do, naming a solver that can;
+* :meth:`Solver.plan` fixes host-side, before compiling, whatever must be
+  static for a step of ``dt`` (the explicit solver's sub-step count);
+* :meth:`Solver.init` precomputes per-run work inside the trace (axis inverses);
+* :meth:`Solver.step` is the pure step ``(c, exchange) -> (c, Amounts)``.
+
+To add a scheme: subclass :class:`Solver`, give it a ``name``, and
+:func:`register` it (the built-in ones do so in their modules). Nothing else in
+jaxcell lists solvers: :class:`jaxcell.Model`, scenarios, ``jaxcell fit``, the
+tests and the scripts all ask the registry (:func:`names`, :func:`get`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxcell.exchange import Exchange
+from jaxcell.operators import Faces, Layout
+
+__all__ = ["Amounts", "Exchange", "Params", "Solver", "get", "names", "register"]
+
+
+class Params(NamedTuple):
+    """Traced parameters of one substrate for a step (cast to the field dtype)."""
+
+    D: jax.Array  # µm²/s
+    k: jax.Array  # 1/s
+    faces: Faces  # one jaxcell.boundary condition per face
+    mask: jax.Array | None  # grid.shape bool, held voxels
+    hold: jax.Array | None  # grid.shape, held values
+    name: str = ""  # the substrate's name, for messages
+
+
+class Amounts(NamedTuple):
+    """Amounts moved during one step, scalars (amount)."""
+
+    secreted: jax.Array
+    inflow: jax.Array
+    outflow: jax.Array
+    uptake: jax.Array
+    decayed: jax.Array
+
+    @classmethod
+    def zero(cls, dtype: Any) -> Amounts:
+        z = jnp.zeros((), dtype)
+        return cls(z, z, z, z, z)
+
+    def __add__(self, other: Amounts) -> Amounts:  # type: ignore[override]
+        return Amounts(*(x + y for x, y in zip(self, other)))
+
+
+class Solver:
+    """A time-stepping scheme for one substrate (see the module docstring).
+
+    Attributes:
+        name: the string ``Model(solver=...)`` takes.
+        needs_diffusion_bound: under tracing (fits) the scheme needs the static
+            bound ``Model(max_diffusion=...)`` (it fixes a step count).
+        exact_steady_state: a steady state of the semi-discrete problem is a
+            fixed point of every step, whatever ``dt``.
+    """
+
+    name: ClassVar[str] = ""
+    needs_diffusion_bound: ClassVar[bool] = False
+    exact_steady_state: ClassVar[bool] = True
+
+    def check(self, model: Any) -> None:
+        """Raise ValueError, naming a solver that can, for what this scheme cannot do."""
+
+    def plan(self, model: Any, dt: float) -> tuple[Hashable, ...]:
+        """Static, host-side choices for a step of ``dt`` s: one hashable per substrate."""
+        return (None,) * model.n_substrates
+
+    def before_run(self, model: Any, cells: Any, dt: float) -> None:
+        """Host-side warnings about a run with concrete ``cells`` at step ``dt`` (optional)."""
+
+    def after_run(self, model: Any, fields: jax.Array, saved: jax.Array) -> None:
+        """Host-side warnings about a finished run's concrete results (optional)."""
+
+    def init(self, model: Any, p: Params, dt: jax.Array, plan: Hashable) -> Any:
+        """Per-call precomputation for substrate parameters ``p`` at step ``dt`` (traced); a pytree."""
+        return None
+
+    def step(self, model: Any, p: Params, setup: Any, c: jax.Array, ex: Exchange | None, dt: jax.Array,
+             plan: Hashable, layout: Layout | None) -> tuple[jax.Array, Amounts]:
+        """Advance field ``c`` (``grid.shape``) by ``dt``; returns the new field and the amounts moved."""
+        raise NotImplementedError
+
+    # Stateless: every instance of a class is the same solver (hashable, a static part of Model).
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__module__, type(self).__qualname__))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_REGISTRY: dict[str, Solver] = {}
+
+
+def register(solver: type[Solver] | Solver) -> type[Solver] | Solver:
+    """Make ``solver`` (a :class:`Solver` subclass or instance) available as ``Model(solver=solver.name)``.
+
+    Usable as a class decorator. Registering a name again replaces the earlier solver.
+    """
+    inst = solver() if isinstance(solver, type) else solver
+    if not isinstance(inst, Solver) or not inst.name or not isinstance(inst.name, str):
+        raise ValueError(f"register needs a jaxcell.solvers.Solver with a non-empty name, got {solver!r}")
+    _REGISTRY[inst.name] = inst
+    return solver
+
+
+def names() -> tuple[str, ...]:
+    """Names of the registered solvers, built-in ones first."""
+    return tuple(_REGISTRY)
+
+
+def get(solver: str | Solver) -> Solver:
+    """The registered solver called ``solver`` (a :class:`Solver` instance is returned as is)."""
+    if isinstance(solver, Solver):
+        return solver
+    try:
+        return _REGISTRY[solver]
+    except (KeyError, TypeError):
+        raise ValueError(f"solver must be one of {names()} or a jaxcell.solvers.Solver, got {solver!r}") from None

@@ -1,0 +1,104 @@
+"""``solver="implicit"``: Douglas ADI in delta form with all linear terms implicit.
+
+Douglas (1962); Hundsdorfer & Verwer (2003), §IV.3. The pointwise reaction
+(decay + cell clearance) is a fourth, diagonal operator:
+``Y = c + dt(Ac + s)``, ``(I − θdt A_j)(Y_j − c) = Y_{j−1} − c``. A steady state
+``Ac + s = 0`` is a fixed point for every ``dt``; θ = 1/2 (``Model(theta=)``) is
+second order in time, θ = 1 first order. Unconditionally stable for θ ≥ 1/2.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Hashable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcell._node import is_concrete
+from jaxcell.operators import (
+    Layout,
+    add_face_source,
+    along_axis,
+    axis_faces,
+    axis_solver,
+    diffuse,
+    face_amounts,
+    held_amounts,
+)
+from jaxcell.solvers.base import Amounts, Exchange, Params, Solver, register
+
+
+def refuse_held_on_periodic(model: Any, name: str) -> None:
+    """Line solves cannot hold interior voxels on a periodic axis (shared by implicit and lod)."""
+    if model.dirichlet_mask is None:
+        return
+    for s in model.substrates:
+        if any(f.periodic for f in s.faces(model.grid.ndim)):
+            raise ValueError(f"held voxels (dirichlet_mask) with a periodic axis (substrate {s.name!r}) are "
+                             f"not supported by solver={name!r}; use solver='explicit' or drop Periodic")
+
+
+@register
+class Implicit(Solver):
+    """Douglas ADI (θ from ``Model(theta=)``); cell secretion and uptake inside the implicit operator."""
+
+    name = "implicit"
+
+    def check(self, model: Any) -> None:
+        refuse_held_on_periodic(model, self.name)
+
+    def init(self, model: Any, p: Params, dt: jax.Array, plan: Hashable) -> Any:
+        grid = model.grid
+        return [axis_solver(grid, a, axis_faces(p.faces, a), p.D, model.theta * dt, jnp.zeros((), dt.dtype), p.mask)
+                for a in range(grid.ndim)]
+
+    def step(self, model: Any, p: Params, setup: Any, c: jax.Array, ex: Exchange | None, dt: jax.Array,
+             plan: Hashable, layout: Layout | None) -> tuple[jax.Array, Amounts]:
+        grid, theta = model.grid, model.theta
+        vol = grid.voxel_volume
+        react = p.k + (0 if ex is None else ex.clearance)
+        rate = diffuse(c, grid, p.D, p.faces) - react * c
+        if ex is not None:
+            rate = rate + ex.sat_source + ex.export
+        rate = add_face_source(rate, grid, p.D, p.faces)
+        if p.mask is not None:
+            rate = jnp.where(p.mask, 0, rate)
+            react = jnp.where(p.mask, 0, react)
+        delta = dt * rate / (1 + theta * dt * react)
+        c0 = c + theta * delta
+        ceff = []
+        for a, solve in enumerate(setup):
+            delta = along_axis(functools.partial(solve, axis=a), delta, a, layout)
+            ceff.append(c + theta * delta)
+        new = c + delta
+        free = 1.0 if p.mask is None else ~p.mask
+        inflow, outflow = face_amounts(grid, p.D, p.faces, ceff, dt, p.mask)
+        if p.mask is not None:
+            hi, ho = held_amounts(grid, p.D, p.faces, ceff, dt, p.mask)
+            inflow, outflow = inflow + hi, outflow + ho
+        decayed = p.k * dt * vol * jnp.sum(c0 * free)
+        if ex is None:
+            secreted = uptake = jnp.zeros((), c.dtype)
+        else:
+            secreted = dt * vol * jnp.sum((ex.sat_source + ex.export) * free)
+            uptake = dt * vol * jnp.sum(ex.clearance * c0 * free)
+        return new, Amounts(secreted, inflow, outflow, uptake, decayed)
+
+    def after_run(self, model: Any, fields: jax.Array, saved: jax.Array) -> None:
+        """Warn when the run went below zero; ADI is stable for any dt but not monotone.
+
+        Measured on a unit pulse: no negative values up to dt·D·Σ1/h² = 1 in 1D-3D,
+        undershoots of 1e-3 to 1e-1 of the peak from 2. Checked once per call on the
+        results (a reduction, outside the time loop); skipped under tracing.
+        """
+        if not (is_concrete(fields) and is_concrete(saved)):
+            return
+        low = min(float(jnp.min(fields)), float(jnp.min(saved)) if saved.size else 0.0)
+        high = max(float(jnp.max(jnp.abs(fields))), float(jnp.max(jnp.abs(saved))) if saved.size else 0.0)
+        if low < -1e-6 * high:
+            warnings.warn(f"solver='implicit' produced concentrations down to {low:.3g} (peak {high:.3g}): the ADI "
+                          "step is stable but can undershoot near sharp sources when dt·D·Σ1/h² > 1; use a smaller "
+                          "dt, solver='lod' (monotone, first order) or jc.steady_state", RuntimeWarning, stacklevel=4)
