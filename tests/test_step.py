@@ -1,0 +1,90 @@
+"""The step as named stages (jaxcell/step.py): exchange follows every change of the cells."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcell as jc
+from jaxcell import step as stages
+from jaxcell._node import replace
+
+
+def one_voxel(solver):
+    grid = jc.Grid((1,), 10.0)
+    return jc.Model(grid, [jc.Substrate("s", 1.0)], solver=solver)
+
+
+@pytest.mark.parametrize("solver", jc.solvers.names()[:4])
+def test_secretion_changed_between_steps_is_seen(solver):
+    """A behaviour doubles the secretion at t = 50 s: 50·1 + 50·2 = 150 molecules by t = 100 s.
+
+    With no decay every scheme integrates a zero-order source exactly, so the
+    amount is exact; stale exchange (computed once per call) would give 100.
+    """
+    model = one_voxel(solver)
+    cells = jc.Cells(np.array([[5.0]]), secretion=1.0)
+
+    def switch(cells, env, t):
+        return dataclasses.replace(cells, secretion=jnp.where(t >= 50.0, 2.0, 1.0) * jnp.ones_like(cells.secretion))
+
+    state, _ = jc.simulate(model, model.init(cells), t_end=100.0, dt=1.0, behaviour=switch)
+    b = jc.budget(state)
+    assert float(b["secreted"][0]) == pytest.approx(150.0, rel=1e-12)
+    assert float(b["fields"][0]) == pytest.approx(150.0, rel=1e-12)
+    assert int(state.steps) == 100
+
+
+def test_plan_puts_coupling_and_exchange_in_the_step_only_when_needed():
+    model = one_voxel("implicit")
+    cells = jc.Cells(np.array([[5.0]]), secretion=1.0)
+    names = lambda p: [s.name for s in p.stages]  # noqa: E731
+    still = stages.plan(model, cells)
+    assert names(still) == ["transport"] and still.coupling_once and still.exchange_once
+    moving = stages.plan(model, cells, behaviour=lambda c, e, t: c)
+    assert names(moving) == ["coupling", "exchange", "transport", "behaviour"]
+    assert not moving.coupling_once and not moving.exchange_once
+    resp = jc.Model(model.grid, model.substrates, responses=[jc.Response("s", "s", max=1.0, K=1.0,
+                                                                         kind="concentration")])
+    p = stages.plan(resp, cells)
+    assert names(p) == ["responses", "exchange", "transport"] and p.coupling_once and not p.exchange_once
+
+
+def test_env_gradient_is_the_analytic_gradient_of_a_linear_field():
+    grid = jc.Grid((10, 8), (2.0, 3.0))
+    model = jc.Model(grid, [jc.Substrate("s", 0.0)], solver="explicit")
+    X, Y = grid.mesh()
+    f = 1.0 + 0.3 * X + 0.7 * Y
+    pos = np.array([[1.0, 1.5], [9.0, 12.0], [19.0, 23.0]])  # a lower corner, the middle, an upper corner
+    # D = 0: the field does not change; the behaviour stores what it sensed in the cells' rates
+    cells_out, _ = jc.simulate(model, model.init(jc.Cells(pos), fields=f[None]), t_end=1.0, dt=1.0,
+                               behaviour=lambda c, e, t: dataclasses.replace(
+                                   c, secretion=e.gradient[:, :, 0], uptake=e.gradient[:, :, 1]))
+    np.testing.assert_allclose(np.asarray(cells_out.cells.secretion)[:, 0], 0.3, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(cells_out.cells.uptake)[:, 0], 0.7, rtol=1e-12)
+
+
+def test_behaviour_that_changes_a_shape_is_refused_naming_the_field():
+    model = one_voxel("implicit")
+    cells = jc.Cells(np.array([[5.0]]), secretion=1.0)
+
+    def bad(cells, env, t):  # dataclasses.replace re-validates: the constructor names the field
+        return dataclasses.replace(cells, secretion=jnp.ones((2, 1)))
+
+    with pytest.raises(ValueError, match=r"Cells.secretion must be .* got \(2, 1\)"):
+        jc.simulate(model, model.init(cells), t_end=2.0, dt=1.0, behaviour=bad)
+
+    def worse(cells, env, t):  # a raw copy skips validation: the step's check names the field
+        return replace(cells, uptake=cells.uptake.astype(jnp.float32))
+
+    with pytest.raises(ValueError, match=r"behaviour changed cells.uptake from shape \(1, 1\) float64"):
+        jc.simulate(model, model.init(cells), t_end=2.0, dt=1.0, behaviour=worse)
+
+
+def test_positions_moved_outside_are_held_at_the_face():
+    model = jc.Model(jc.Grid((5,), 2.0), [jc.Substrate("s", 1.0)])
+    cells = jc.Cells(np.array([[5.0]]))
+    out, _ = jc.simulate(model, model.init(cells), t_end=3.0, dt=1.0,
+                         behaviour=lambda c, e, t: dataclasses.replace(c, position=c.position + 4.0))
+    assert float(out.cells.position[0, 0]) == 10.0
