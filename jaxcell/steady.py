@@ -71,7 +71,7 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
             raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake, Dirichlet or Robin condition: "
                              "it has no steady state (its mass grows or stays constant)")
         uniform.append(not removing and no_clearance)
-    c, resid = _solve(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
+    c, resid = solve_linear(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
     if is_concrete(resid) and np.any(np.asarray(resid) > 100 * tol):
         warnings.warn(f"steady_state: conjugate gradients stopped at relative residual "
                       f"{float(np.max(np.asarray(resid))):.2e} > tol = {tol:.1e} after maxiter = {maxiter}; "
@@ -91,7 +91,7 @@ def _max_clearance(cells: Cells | None, n_substrates: int) -> list[float | None]
 
 
 @functools.partial(jax.jit, static_argnames=("uniform", "tol", "maxiter"))
-def _solve(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol: float,
+def solve_linear(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...], tol: float,
            maxiter: int) -> tuple[jax.Array, jax.Array]:
     """Steady fields and, per substrate, the final relative residual of the linear solve."""
     grid = model.grid
