@@ -115,5 +115,7 @@ def check_nonneg(x: Any, name: str, unit: str, why: str = "rates are non-negativ
 
 
 def concrete_float(x: Any) -> float | None:
-    """``float(x)`` when ``x`` is concrete, else None."""
+    """``float(x)`` when ``x`` is concrete, else None; a string is refused (``"10"`` is no number here)."""
+    if isinstance(x, (str, bytes)):
+        raise ValueError(f"expected a number, got the string {x!r}")
     return float(np.asarray(x)) if is_concrete(x) else None

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcell.cells import Cells, deposit
-from jaxcell.operators import phi2
+from jaxcell.operators import phi1, phi2
 
 
 class Exchange(NamedTuple):
@@ -48,8 +48,10 @@ def exact_exchange(c: jax.Array, ex: Exchange, dt: jax.Array, vol: float) -> tup
     lam = ex.clearance
     s = ex.sat_source + ex.export
     z = -lam * dt
-    p2 = phi2(z)
-    p1 = 1 + z * p2  # φ1 derived from φ2 so that the amounts balance exactly
+    p1 = phi1(z)  # accurate at any z (1 + z·φ2 cancels in float32 at large −z and can turn negative)
+    # φ2 derived from φ1 (= (φ1 − 1)/z) so that the amounts balance exactly
+    small = jnp.abs(z) < 1e-2
+    p2 = jnp.where(small, phi2(z), (p1 - 1) / jnp.where(small, 1.0, z))
     integral = c * dt * p1 + s * dt**2 * p2  # ∫ c dt over the step
     new = c + dt * p1 * (s - lam * c)
     return new, jnp.sum(s) * dt * vol, jnp.sum(lam * integral) * vol

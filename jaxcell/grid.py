@@ -13,6 +13,7 @@ import numpy as np
 from jaxcell._node import is_concrete
 
 AXES = ("x", "y", "z")
+SPACING_RANGE = (1e-4, 1e7)  # µm: voxel edges whose D/h² and volumes float32 represents
 
 
 def _tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
@@ -55,6 +56,11 @@ class Grid:
         spacing_t = _tuple(spacing, len(shape_t), "spacing")
         if any(h <= 0 for h in spacing_t):
             raise ValueError(f"spacing must be > 0 µm on every axis, got {spacing_t}")
+        if any(not SPACING_RANGE[0] <= h <= SPACING_RANGE[1] for h in spacing_t):
+            # D/h² and h^ndim must stay representable in float32 (1e-30 µm gave NaN fields);
+            # a voxel below 0.1 nm or above 10 m is also no tissue scale: a unit slip
+            raise ValueError(f"spacing must lie in [{SPACING_RANGE[0]:g}, {SPACING_RANGE[1]:g}] µm on every axis "
+                             f"(a unit slip? lengths are in µm), got {spacing_t}")
         object.__setattr__(self, "shape", shape_t)
         object.__setattr__(self, "spacing", spacing_t)
         object.__setattr__(self, "origin", _tuple(origin, len(shape_t), "origin"))
@@ -128,8 +134,13 @@ class Grid:
         """
         flat = jnp.zeros(points.shape[:-1], jnp.int32)
         for a in range(self.ndim):
-            i = jnp.floor((points[..., a] - self.origin[a]) / self.spacing[a]).astype(jnp.int32)
-            flat = flat * self.shape[a] + jnp.clip(i, 0, self.shape[a] - 1)
+            p, o, h = points[..., a], self.origin[a], self.spacing[a]
+            i = jnp.floor((p - o) / h)
+            # (p − o) rounds in float32 (559.99994 − (−1000) becomes 1560.0, a face): compare the
+            # point with the faces of the voxel found instead, as float64 would place it
+            i = jnp.where(p < o + i * h, i - 1, i)
+            i = jnp.where(p >= o + (i + 1) * h, i + 1, i)
+            flat = flat * self.shape[a] + jnp.clip(i.astype(jnp.int32), 0, self.shape[a] - 1)
         return flat
 
     def linear_weights(self, points: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -159,7 +159,8 @@ class Model:
         initial = jnp.sum(f.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
         if cells is not None and cells.receptors is not None:
             initial = initial + jnp.sum(jnp.where(cells.alive[:, None], cells.receptors.bound, 0), axis=0)
-        totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS}}
+        totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS},
+                  "compensation": {k: zero for k in BUDGET_FLOWS}}  # Kahan terms of the flows (jaxcell.step)
         return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),
                      t_static=0.0,
                      voxel_volume=self.grid.voxel_volume)

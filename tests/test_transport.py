@@ -785,8 +785,14 @@ def test_public_api_is_pinned():
     assert all(hasattr(jc, name) for name in jc.__all__)
 
 
-def test_explicit_warns_on_a_suspicious_substep_count():
-    """D = 1e4 µm²/s on 1 µm voxels at dt = 10 s is 600 000 FTCS sub-steps per step: likely a unit slip."""
+def test_explicit_warns_on_a_suspicious_substep_count_and_refuses_a_hopeless_one():
+    """D = 1e4 µm²/s on 1 µm voxels: 6000 FTCS sub-steps per step at dt = 0.1 s warn (a unit slip?);
+    600 000 at dt = 10 s and 6e9 at dt = 1e5 s (hours per step, or an int32 overflow) are refused
+    with the fix, before anything compiles."""
     model = jc.Model(jc.Grid((4, 4, 4), 1.0), jc.Substrate("A", 1e4, 0.0), solver="explicit")
-    with pytest.warns(RuntimeWarning, match="600000 FTCS sub-steps per step"):
-        jc.simulate(model, model.init(), t_end=0.0, dt=10.0)
+    with pytest.warns(RuntimeWarning, match="6000 FTCS sub-steps per step"):
+        jc.simulate(model, model.init(), t_end=0.0, dt=0.1)
+    for dt in (10.0, 1e5):
+        with pytest.raises(ValueError, match=r"sub-steps per step .* at most 100000\): use dt <= 1.67 s or "
+                                             r"solver='implicit'"):
+            jc.simulate(model, model.init(), t_end=dt, dt=dt)

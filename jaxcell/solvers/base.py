@@ -87,7 +87,7 @@ class Solver:
     def before_run(self, model: Any, cells: Any, dt: float) -> None:
         """Host-side warnings about a run with concrete ``cells`` at step ``dt`` (optional)."""
 
-    def after_run(self, model: Any, fields: jax.Array, saved: jax.Array) -> None:
+    def after_run(self, model: Any, fields: jax.Array, saved: jax.Array, dt: float) -> None:
         """Host-side warnings about a finished run's concrete results (optional)."""
 
     def init(self, model: Any, p: Params, dt: jax.Array, plan: Hashable) -> Any:

@@ -25,6 +25,7 @@ from jaxcell.operators import Layout, add_face_source, diffuse, face_amounts, he
 from jaxcell.solvers.base import Amounts, Exchange, Params, Solver, register
 
 SUBSTEPS_WARN = 1000  # sub-steps per step beyond which a unit slip is more likely than intent
+SUBSTEPS_MAX = 100_000  # refused beyond: hours per step at 100³, and 4e9 overflowed a raw int32 loop count
 
 
 def stability_rate(grid: Grid, D: float) -> float:
@@ -76,6 +77,12 @@ class Explicit(Solver):
                 raise ValueError("solver='explicit' with a traced diffusion needs a static bound: "
                                  "Model(..., max_diffusion=<largest value in µm²/s>), or use solver='implicit'")
             n = substeps(model.grid, d, dt)
+            if n > SUBSTEPS_MAX:
+                dt_ok = 2 * SUBSTEPS_MAX / stability_rate(model.grid, d)
+                raise ValueError(f"solver='explicit' would take {n:.3g} FTCS sub-steps per step for Substrate "
+                                 f"{s.name!r} (D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s; at "
+                                 f"most {SUBSTEPS_MAX}): use dt <= {dt_ok:.3g} s or solver='implicit', and check "
+                                 "that D is in µm²/s and the spacing in µm")
             if n > SUBSTEPS_WARN:
                 warnings.warn(f"solver='explicit' takes {n} FTCS sub-steps per step for Substrate {s.name!r} "
                               f"(D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s): check that D is "
