@@ -51,3 +51,10 @@ def test_sample_rejects_points_outside_and_misshapen_input():
 
 
 # ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("spacing", [1e-30, 1e-5, 1e9])
+def test_spacing_that_float32_cannot_carry_is_refused(spacing):
+    """1e-30 µm gave all-NaN fields (D/h² overflows float32): refused with the unit hint."""
+    with pytest.raises(ValueError, match=r"spacing must lie in \[0.0001, 1e\+07\] µm.*unit slip"):
+        jc.Grid((4,), spacing)
