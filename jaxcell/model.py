@@ -138,6 +138,7 @@ class Model:
         """
         dtype = float_dtype()
         shape = (self.n_substrates,) + self.grid.shape
+        check_memory(self, dtype, 0 if cells is None else int(np.shape(cells.position)[0]))
         if fields is None:
             f = jnp.zeros(shape, dtype)
         else:
@@ -186,6 +187,44 @@ class State:
     t_static: float | None = static_field(default=None)
     voxel_volume: float = static_field(default=1.0)
     sharding: Any = static_field(default=None)
+
+
+CELL_FIELDS = 40  # float32 numbers per cell and substrate in the state and one step (cells, receptors, coupling)
+
+
+def memory_estimate(model: Model, dtype: Any, n_cells: int) -> int:
+    """Bytes a run of ``model`` needs: fields, the loop's copy, the solver's scratch, the cells."""
+    item = np.dtype(dtype).itemsize
+    field = model.n_substrates * model.grid.size * item
+    return int(field * (2 + model.scheme.scratch_fields) + n_cells * model.n_substrates * CELL_FIELDS * item)
+
+
+def available_memory() -> int | None:
+    """Bytes free for arrays on the default device: its allocator's limit, else the host's MemAvailable."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    except Exception:  # noqa: BLE001 - backends without memory_stats
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(model: Model, dtype: Any, n_cells: int) -> None:
+    """Refuse, before allocating, a model whose run cannot fit in memory ("needs X GiB")."""
+    need, free = memory_estimate(model, dtype, n_cells), available_memory()
+    if free is not None and need > free:
+        raise MemoryError(f"a {model.solver!r} run on a grid of {model.grid.shape} voxels × {model.n_substrates} "
+                          f"substrate(s) in {np.dtype(dtype).name} needs about {need / 2**30:.3g} GiB; "
+                          f"{free / 2**30:.3g} GiB are free: use a coarser spacing, a smaller domain, or shard it "
+                          "over several devices (jc.shard)")
 
 
 def state_time(state: State) -> float:

@@ -71,11 +71,15 @@ class Solver:
             bound ``Model(max_diffusion=...)`` (it fixes a step count).
         exact_steady_state: a steady state of the semi-discrete problem is a
             fixed point of every step, whatever ``dt``.
+        scratch_fields: field-sized buffers one step needs beside the field
+            (XLA's temporaries, measured by ``scripts/bench_transport.py``); the
+            memory estimate of ``Model.init`` uses it.
     """
 
     name: ClassVar[str] = ""
     needs_diffusion_bound: ClassVar[bool] = False
     exact_steady_state: ClassVar[bool] = True
+    scratch_fields: ClassVar[float] = 2.0
 
     def check(self, model: Any) -> None:
         """Raise ValueError, naming a solver that can, for what this scheme cannot do."""

@@ -55,6 +55,7 @@ class Explicit(Solver):
     """FTCS with ``plan`` = the sub-step count per substrate (from ``Model(max_diffusion=)`` or a concrete D)."""
 
     name = "explicit"
+    scratch_fields = 1.0  # measured: "tmp B/vox" of bench_transport in float32 / 4 B
     needs_diffusion_bound = True
 
     def plan(self, model: Any, dt: float) -> tuple[Hashable, ...]:

@@ -40,6 +40,7 @@ class Spectral(Solver):
     """Exact transport in the DCT/FFT eigenbasis; cell exchange split around it (Strang)."""
 
     name = "spectral"
+    scratch_fields = 4.0  # measured: "tmp B/vox" of bench_transport in float32 / 4 B
     exact_steady_state = False
 
     def check(self, model: Any) -> None:
