@@ -2,7 +2,7 @@
 
 from jaxcell import solvers
 from jaxcell.binding import Response
-from jaxcell.cells import Cells, Receptors
+from jaxcell.cells import Cells, Receptors, divide
 from jaxcell.grid import Grid
 from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
 from jaxcell.model import Model, State
@@ -29,6 +29,7 @@ __all__ = [
     "Substrate",
     "Trajectory",
     "budget",
+    "divide",
     "fit",
     "fit_batch",
     "shard",

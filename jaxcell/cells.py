@@ -208,3 +208,71 @@ def gather(grid: Grid, idx: jax.Array, w: jax.Array, fields: jax.Array) -> jax.A
     """Per-cell values ``(N, S)`` of fields ``(S, *grid.shape)`` with the coupling weights."""
     flat = fields.reshape(fields.shape[0], -1)
     return jnp.einsum("snk,nk->ns", flat[:, idx], w)
+
+
+def bound_ligand(cells: Cells) -> jax.Array:
+    """Ligand bound to the receptors of live cells, ``(S,)`` amounts (cells conformed to ``(N, S)``)."""
+    return jnp.sum(jnp.where(cells.alive[:, None], cells.receptors.bound, 0), axis=0)
+
+
+def divide(cells: Cells, mask: jax.Array, key: jax.Array, grid: Grid | None = None) -> Cells:
+    """Every live cell with ``mask`` True puts a daughter in a free slot (``alive`` False).
+
+    Mothers in index order take the free slots in index order; when the slots
+    run out the surplus divisions do not happen and no live cell is
+    overwritten. The daughter copies every field of its mother and sits
+    ``(3V/4π)^(1/3)`` µm (one cell radius, ``V = Cells.volume``) away in a
+    uniformly random direction (clipped to ``grid``'s domain when given);
+    the mother stays. Free and bound receptors are halved between the two
+    (conserved); the cumulative counters (internalised, synthesised, turned
+    over) stay with the mother and start at 0 in the daughter. Pure and
+    jit/vmap-able: use it inside a behaviour with ``env.key``.
+
+    Args:
+        cells: :class:`Cells` (fixed capacity N).
+        mask: ``(N,)`` bool, which cells divide now.
+        key: a PRNG key (``jax.random.key``).
+        grid: optional :class:`Grid` to keep daughters inside the domain.
+
+    Returns:
+        The cells after division, same capacity.
+    """
+    n, ndim = cells.position.shape
+    mothers = cells.alive & jnp.asarray(mask, bool)
+    free = ~cells.alive
+    rank = jnp.cumsum(mothers) - 1  # k-th mother takes the k-th free slot
+    slots = jnp.nonzero(free, size=n, fill_value=n)[0]
+    n_free = jnp.sum(free)
+    divides = mothers & (rank < n_free)
+    target = jnp.where(divides, slots[jnp.clip(rank, 0, n - 1)], n)
+    src = jnp.full((n + 1,), -1, jnp.int32).at[target].set(jnp.arange(n, dtype=jnp.int32))[:n]
+    born = src >= 0
+    mother_of = jnp.where(born, src, jnp.arange(n))
+
+    def copy(x: jax.Array) -> jax.Array:
+        if jnp.ndim(x) == 0 or jnp.shape(x)[0] != n:  # a scalar shared by all cells
+            return x
+        b = born.reshape((n,) + (1,) * (x.ndim - 1))
+        return jnp.where(b, x[mother_of], x)
+
+    new = jax.tree_util.tree_map(copy, cells)
+    # a random direction: a normalised Gaussian vector (uniform on the sphere/circle; ±1 in 1D)
+    u = jax.random.normal(key, (n, ndim), cells.position.dtype)
+    u = u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), 1e-30)
+    radius = (3 * new.volume / (4 * jnp.pi)) ** (1 / 3)
+    pos = new.position + jnp.where(born[:, None], radius[:, None] * u, 0)
+    if grid is not None:
+        lo = jnp.asarray(grid.origin, pos.dtype)
+        pos = jnp.clip(pos, lo, lo + jnp.asarray(grid.extent, pos.dtype))
+    new = replace(new, position=pos, alive=new.alive | born)
+    rec = new.receptors
+    if rec is not None:
+        split = (born | divides)[:, None]
+        zero = born[:, None]
+        rec = replace(rec, free=jnp.where(split, rec.free / 2, rec.free),
+                      bound=jnp.where(split, rec.bound / 2, rec.bound),
+                      internalised=jnp.where(zero, 0.0, rec.internalised),
+                      synthesised=jnp.where(zero, 0.0, rec.synthesised),
+                      turned_over=jnp.where(zero, 0.0, rec.turned_over))
+        new = replace(new, receptors=rec)
+    return new

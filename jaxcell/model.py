@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxcell._node import as_float, check_nonneg, float_dtype, is_concrete, node, static_field
 from jaxcell.binding import Response
-from jaxcell.cells import Cells
+from jaxcell.cells import Cells, bound_ligand
 from jaxcell.grid import Grid
 from jaxcell.solvers import Params, Solver, get
 from jaxcell.substrate import Substrate
@@ -159,7 +159,7 @@ class Model:
         zero = jnp.zeros((self.n_substrates,), dtype)
         initial = jnp.sum(f.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
         if cells is not None and cells.receptors is not None:
-            initial = initial + jnp.sum(jnp.where(cells.alive[:, None], cells.receptors.bound, 0), axis=0)
+            initial = initial + bound_ligand(cells)
         totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS},
                   "compensation": {k: zero for k in BUDGET_FLOWS}}  # Kahan terms of the flows (jaxcell.step)
         return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),

@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcell import step as stages
 from jaxcell._node import concrete_float, node, replace
-from jaxcell.cells import Cells
+from jaxcell.cells import Cells, bound_ligand
 from jaxcell.model import Model, State, check_model_values, state_time
 from jaxcell.operators import Layout
 
@@ -278,7 +278,7 @@ def budget(state: State) -> dict[str, jax.Array]:
     fields = jnp.sum(state.fields.reshape(s, -1), axis=1) * vol
     bound = jnp.zeros((s,), state.fields.dtype)
     if state.cells is not None and state.cells.receptors is not None:
-        bound = jnp.sum(jnp.where(state.cells.alive[:, None], state.cells.receptors.bound, 0), axis=0)
+        bound = bound_ligand(state.cells)
     out = {"initial": tot["initial"], "secreted": tot["secreted"], "inflow": tot["inflow"],
            "outflow": tot["outflow"], "fields": fields, "bound": bound, "internalised": tot["internalised"],
            "uptake": tot["uptake"], "decayed": tot["decayed"]}

@@ -32,7 +32,7 @@ from jax import lax
 
 from jaxcell._node import node, replace, static_field
 from jaxcell.binding import binding_step
-from jaxcell.cells import Cells, coupling_weights, gather
+from jaxcell.cells import Cells, bound_ligand, coupling_weights, gather
 from jaxcell.exchange import Exchange, cell_exchange
 from jaxcell.model import BUDGET_FLOWS
 from jaxcell.operators import Layout, split_signed
@@ -210,7 +210,13 @@ def behaviour_stage(behaviour: Callable[..., Cells]) -> Stage:
         grid = ctx.model.grid
         lo = jnp.asarray(grid.origin, new.position.dtype)
         hi = lo + jnp.asarray(grid.extent, new.position.dtype)
-        return d._replace(cells=replace(new, position=jnp.clip(new.position, lo, hi)))
+        flows = d.flows
+        if new.receptors is not None:
+            # ligand bound to cells that die leaves with them: booked as internalised, so
+            # the budget closes (division splits it between two live cells: no change)
+            held = bound_ligand(d.cells) - bound_ligand(new)
+            flows = {**flows, "internalised": flows["internalised"] + held}
+        return d._replace(cells=replace(new, position=jnp.clip(new.position, lo, hi)), flows=flows)
 
     return Stage("behaviour", fn, frozenset({POSITION, ALIVE, RATES, RECEPTORS}))
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,3 +89,37 @@ def test_positions_moved_outside_are_held_at_the_face():
     out, _ = jc.simulate(model, model.init(cells), t_end=3.0, dt=1.0,
                          behaviour=lambda c, e, t: dataclasses.replace(c, position=c.position + 4.0))
     assert float(out.cells.position[0, 0]) == 10.0
+
+
+def test_divide_fills_free_slots_in_order_and_conserves_receptors():
+    rec = jc.Receptors(total=np.array([100.0, 200.0, 0.0, 300.0, 0.0]), kon=1.0, bound=np.array([10.0, 20, 0, 30, 0]))
+    cells = jc.Cells(np.array([[50.0, 50.0]] * 5), secretion=1.0, receptors=rec,
+                     alive=np.array([True, True, False, True, False]), volume=4 * np.pi / 3 * 8.0)  # radius 2 µm
+    cells = cells.conform(jc.Grid((10, 10), 10.0), 1)
+    out = jc.divide(cells, np.array([True, False, True, True, True]), jax.random.key(0))
+    # mothers 0 and 3 (2 and 4 are free slots, not mothers) take slots 2 and 4
+    np.testing.assert_array_equal(np.asarray(out.alive), [True] * 5)
+    np.testing.assert_allclose(np.asarray(out.receptors.bound)[:, 0], [5, 20, 5, 15, 15])
+    np.testing.assert_allclose(np.asarray(out.receptors.free)[:, 0], [50, 200, 50, 150, 150])
+    d = np.linalg.norm(np.asarray(out.position) - 50.0, axis=1)
+    np.testing.assert_allclose(d, [0, 0, 2.0, 0, 2.0], atol=1e-12)
+    # no slot left: surplus divisions do not happen and no live cell is overwritten
+    again = jc.divide(out, np.ones(5, bool), jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(again.receptors.bound), np.asarray(out.receptors.bound))
+
+
+def test_death_stops_secretion_and_the_budget_closes():
+    """Two secreting cells with receptors; one dies at t = 30 s: its bound ligand is booked, secretion halves."""
+    grid = jc.Grid((6,), 10.0)
+    model = jc.Model(grid, [jc.Substrate("s", 5.0, 1e-3)])
+    cells = jc.Cells(np.array([[15.0], [45.0]]), secretion=1.0,
+                     receptors=jc.Receptors(total=1e3, kon=1e-2, koff=1e-3, kint=1e-3))
+
+    def kill(cells, env, t):
+        return dataclasses.replace(cells, alive=cells.alive & ~((t >= 30.0) & (jnp.arange(2) == 1)))
+
+    state, _ = jc.simulate(model, model.init(cells), t_end=60.0, dt=1.0, behaviour=kill)
+    b = jc.budget(state)
+    assert float(b["secreted"][0]) == pytest.approx(2 * 30 + 1 * 30, rel=1e-12)
+    assert abs(float(b["residual"][0])) <= 1e-12 * float(b["secreted"][0])
+    assert np.asarray(state.cells.alive).tolist() == [True, False]
