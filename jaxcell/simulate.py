@@ -112,6 +112,26 @@ def _repeat(step: Callable[[Any], Any], carry: Any, n: int, checkpoint: str | No
     return lax.scan(body, carry, None, length=n)[0]
 
 
+def partition(tree: Any) -> tuple[list, tuple]:
+    """Split a pytree callable into its array leaves (traced arguments) and the rest (static, hashable).
+
+    A behaviour passed as ``jax.tree_util.Partial(f, params)`` then has its
+    parameters traced: new values, or values under ``jax.grad``, do not recompile.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex)) and not isinstance(x, bool)
+                for x in leaves]
+    arrays = [x if a else None for x, a in zip(leaves, is_array)]
+    static = tuple(None if a else x for x, a in zip(leaves, is_array))
+    return arrays, (treedef, static)
+
+
+def combine(arrays: list, static: tuple) -> Any:
+    """Inverse of :func:`partition`."""
+    treedef, rest = static
+    return jax.tree_util.tree_unflatten(treedef, [a if s is None else s for a, s in zip(arrays, rest)])
+
+
 def _layout(model: Model, sharding: Any) -> Layout | None:
     """Shardings of one field for line work along the split axis (see :func:`jaxcell.operators.along_axis`)."""
     if sharding is None or model.grid.ndim < 2:
@@ -122,10 +142,11 @@ def _layout(model: Model, sharding: Any) -> Layout | None:
 
 
 @functools.partial(jax.jit, static_argnames=("dt", "groups", "plan", "checkpoint", "save_cells", "sharding",
-                                             "behaviour", "seed"))
+                                             "behaviour_static", "seed"))
 def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, t: jax.Array, n: jax.Array, *,
               dt: float, groups: tuple[_Group, ...], plan: tuple, checkpoint: str | None, save_cells: bool,
-              sharding: Any = None, behaviour: Any = None, seed: int = 0) -> tuple[Any, jax.Array, Any]:
+              sharding: Any = None, behaviour_arrays: Any = None, behaviour_static: Any = None,
+              seed: int = 0) -> tuple[Any, jax.Array, Any]:
     """The compiled time loop of :func:`simulate`: ``groups`` of steps, frames saved between them.
 
     Returns ``((fields, cells, totals, t, n), saved fields (T, S, *shape), saved cells or None)``.
@@ -134,6 +155,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
     if sharding is not None:
         fields = lax.with_sharding_constraint(fields, sharding)
     layout = _layout(model, sharding)
+    behaviour = None if behaviour_static is None else combine(behaviour_arrays, behaviour_static)
     step_plan = stages.plan(model, cells, behaviour)
     order = None
     per_step_cells = cells is not None and (len(step_plan.stages) > 1)
@@ -215,8 +237,9 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
             (N, S, ndim) per µm, ``key``, ``dt``, ``names``). It may change
             positions, rates, ``alive``, ``type`` and receptors; coupling and
             exchange follow in the next step. Positions outside the domain are
-            clipped to it. Must be hashable (a function, or
-            ``jax.tree_util.Partial`` to pass traced parameters).
+            clipped to it. A function, or ``jax.tree_util.Partial(f, params)``
+            whose array leaves are traced (gradients reach them; new values do
+            not recompile).
         seed: the behaviour's random keys are ``fold_in(key(seed), n)`` with ``n``
             the steps taken since t = 0 (the state carries it), so repeated calls
             continue one sequence.
@@ -249,11 +272,13 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         raise ValueError("behaviour= needs a callable f(cells, env, t) -> cells and a state with cells")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    arrays, static = partition(behaviour) if behaviour is not None else (None, None)
     plan = model.scheme.plan(model, dt_f)
     model.scheme.before_run(model, state.cells, dt_f)
     (fields, cells, totals, _, steps), saved, saved_cells = run_steps(
         model, state.fields, state.cells, state.totals, state.t, state.steps, dt=dt_f, groups=groups, plan=plan,
-        checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour=behaviour, seed=int(seed))
+        checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
+        behaviour_static=static, seed=int(seed))
     model.scheme.after_run(model, fields, saved, dt_f)
     new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
