@@ -60,10 +60,11 @@ from typing import Any
 
 import numpy as np
 
+from jaxcell import solvers
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
-from jaxcell.model import SOLVERS, Model, State
+from jaxcell.model import Model, State
 from jaxcell.substrate import FACES, Dirichlet, Flux, Periodic, Substrate
 
 __all__ = ["DEFAULT", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
@@ -468,7 +469,7 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     r = c.table(raw.get("run", {}), "run")
     c.keys(r, "run", _RUN)
     run = RunConfig(
-        solver=c.string(r.get("solver", "implicit"), "run.solver", SOLVERS),
+        solver=c.string(r.get("solver", "implicit"), "run.solver", solvers.names()),
         dt=c.number(r.get("dt", 1.0), "run.dt", "s", positive=True),
         t_end=c.number(r.get("t_end", 3600.0), "run.t_end", "s", positive=True),
         save_every=0.0,
