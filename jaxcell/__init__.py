@@ -1,6 +1,7 @@
 """jaxcell: differentiable paracrine signalling on voxel grids (lengths µm, times s)."""
 
 from jaxcell import solvers
+from jaxcell.behaviour import Rule, Rules, rules
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors, divide
 from jaxcell.grid import Grid
@@ -25,6 +26,8 @@ __all__ = [
     "Receptors",
     "Response",
     "Robin",
+    "Rule",
+    "Rules",
     "State",
     "Substrate",
     "Trajectory",
@@ -32,6 +35,7 @@ __all__ = [
     "divide",
     "fit",
     "fit_batch",
+    "rules",
     "shard",
     "simulate",
     "solvers",

@@ -87,6 +87,10 @@ class Cells:
         alive: ``(N,)`` bool; dead slots exchange nothing (fixed capacity).
         volume: ``(N,)`` µm³ (informational; PhysiCell's default 2494 µm³).
         type: ``(N,)`` int cell type, used by :meth:`from_types` and responses.
+        base: the phenotype at rest that :func:`jaxcell.rules` regulates from, a
+            dict behaviour → ``(N,)`` (e.g. ``{"division": rates}`` in 1/s);
+            filled in when a run with rules starts (see :class:`jaxcell.Rules`);
+            daughters inherit it.
     """
 
     position: jax.Array
@@ -98,10 +102,11 @@ class Cells:
     alive: jax.Array
     volume: jax.Array
     type: jax.Array
+    base: dict
 
     def __init__(self, position: Any, secretion: Any = 0.0, uptake: Any = 0.0, saturation: Any = 0.0,
                  saturation_rate: Any = 0.0, receptors: Receptors | None = None, alive: Any = None,
-                 volume: Any = 2494.0, type: Any = 0) -> None:
+                 volume: Any = 2494.0, type: Any = 0, base: dict | None = None) -> None:
         pos = as_float(position, "Cells.position")
         if pos.ndim != 2 or not 1 <= pos.shape[1] <= 3:
             raise ValueError(f"Cells.position must have shape (N, ndim) in µm, got {pos.shape}")
@@ -127,6 +132,12 @@ class Cells:
         check_nonneg(vol, "Cells.volume", "µm³")
         object.__setattr__(self, "volume", vol)
         object.__setattr__(self, "type", jnp.broadcast_to(jnp.asarray(type, jnp.int32), (n,)))
+        rest = {}
+        for key, v in (base or {}).items():
+            arr = jnp.broadcast_to(as_float(v, f"Cells.base[{key!r}]"), (n,))
+            check_nonneg(arr, f"Cells.base[{key!r}]", "the behaviour's unit")
+            rest[str(key)] = arr
+        object.__setattr__(self, "base", rest)
 
     @classmethod
     def from_types(cls, position: Any, type: Any, **per_type: Any) -> Cells:

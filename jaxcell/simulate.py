@@ -239,7 +239,9 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
             exchange follow in the next step. Positions outside the domain are
             clipped to it. A function, or ``jax.tree_util.Partial(f, params)``
             whose array leaves are traced (gradients reach them; new values do
-            not recompile).
+            not recompile). A behaviour object with a ``prepare(cells, model)
+            -> cells`` method has it called once, before the loop (``jc.rules``
+            records the cells' base values there).
         seed: the behaviour's random keys are ``fold_in(key(seed), n)`` with ``n``
             the steps taken since t = 0 (the state carries it), so repeated calls
             continue one sequence.
@@ -272,6 +274,9 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         raise ValueError("behaviour= needs a callable f(cells, env, t) -> cells and a state with cells")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    if behaviour is not None and callable(getattr(behaviour, "prepare", None)):
+        # a behaviour object may record what it needs in the cells first (jc.Rules: base values)
+        state = replace(state, cells=behaviour.prepare(state.cells, model))
     arrays, static = partition(behaviour) if behaviour is not None else (None, None)
     plan = model.scheme.plan(model, dt_f)
     model.scheme.before_run(model, state.cells, dt_f)

@@ -780,8 +780,8 @@ def test_public_api_is_pinned():
     """The names users import (STYLE.md: a test pins __all__); extend deliberately, never rename."""
     assert sorted(jc.__all__) == sorted([
         "BatchFitResult", "Cells", "Dirichlet", "FitResult", "Flux", "Grid", "Model", "Periodic", "Receptors",
-        "Response", "Robin", "State", "Substrate", "Trajectory", "budget", "divide", "fit", "fit_batch", "shard",
-        "simulate", "solvers", "steady_state"])
+        "Response", "Robin", "Rule", "Rules", "State", "Substrate", "Trajectory", "budget", "divide", "fit",
+        "fit_batch", "rules", "shard", "simulate", "solvers", "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)
 
 

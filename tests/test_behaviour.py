@@ -1,0 +1,222 @@
+"""Signal → behaviour rules (jaxcell/behaviour.py) against PhysiCell's formula and process statistics.
+
+Oracles: PhysiCell's Hypothesis_Rule combination written out in NumPy; the
+survival exp(−r·t) of a death rate; the mean (2 − e^{−r·dt})^n of a
+discrete-time Yule process; a displacement v·t along a fixed gradient; the mean
+squared displacement n·(s·dt)² of a walk with fixed step length; central
+finite differences for gradients.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcell as jc
+from jaxcell._node import replace
+from jaxcell.step import Env
+
+
+def env_of(conc, names, dt=1.0, ndim=2, key=0):
+    conc = jnp.asarray(conc, jnp.float64)
+    n, s = conc.shape
+    return Env(concentration=conc, gradient=jnp.zeros((n, s, ndim)), key=jax.random.key(key),
+               dt=jnp.asarray(dt), names=tuple(names))
+
+
+def physicell(b0, ups, downs, up_max, down_min):
+    """PhysiCell's Hypothesis_Rule::evaluate: ups/downs are lists of (x, K, n)."""
+    su = sum((x / k) ** n for x, k, n in ups) if ups else 0.0
+    u = b0 + (up_max - b0) * su / (1 + su)
+    sd = sum((x / k) ** n for x, k, n in downs) if downs else 0.0
+    return u + (down_min - u) * sd / (1 + sd)
+
+
+def test_rules_combine_as_physicell():
+    """Two up-signals and one down-signal on secretion; a type-specific rule leaves other types alone."""
+    rng = np.random.default_rng(1)
+    n = 40
+    conc = rng.uniform(0, 3, (n, 3))
+    types = np.arange(n) % 2
+    base_sec = rng.uniform(0.1, 0.5, (n, 3))
+    cells = jc.Cells(rng.uniform(0, 100, (n, 2)), secretion=base_sec, type=types)
+    names = ("a", "b", "out")
+    rs = [jc.Rule("a", "concentration", "secretion:out", "up", max=5.0, K=1.2, n=2.0),
+          jc.Rule("b", "concentration", "secretion:out", "up", max=5.0, K=0.7, n=1.5),
+          jc.Rule("out", "concentration", "secretion:out", "down", max=0.05, K=2.0, n=3.0),
+          jc.Rule("a", "concentration", "uptake:a", "up", max=7.0, K=1.0, n=1.0, cell_type=1)]
+    beh = jc.rules(rs)
+    model = jc.Model(jc.Grid((10, 10), 10.0), [jc.Substrate(s, 1.0) for s in names])
+    cells = beh.prepare(cells.conform(model.grid, 3), model)
+    new = beh(cells, env_of(conc, names), 0.0)
+    want = np.array([physicell(base_sec[i, 2], [(conc[i, 0], 1.2, 2.0), (conc[i, 1], 0.7, 1.5)],
+                               [(conc[i, 2], 2.0, 3.0)], 5.0, 0.05) for i in range(n)])
+    np.testing.assert_allclose(np.asarray(new.secretion[:, 2]), want, rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(new.secretion[:, :2]), base_sec[:, :2])
+    up = np.asarray(new.uptake[:, 0])
+    np.testing.assert_allclose(up[types == 1], 7.0 * conc[types == 1, 0] / (1 + conc[types == 1, 0]), rtol=1e-12)
+    np.testing.assert_array_equal(up[types == 0], 0.0)
+    # the base stays what the cells had at the start, so a second call gives the same rates
+    again = beh(new, env_of(conc, names), 1.0)
+    np.testing.assert_array_equal(np.asarray(again.secretion), np.asarray(new.secretion))
+
+
+def lattice(n, lo, hi, ndim=2):
+    side = int(np.ceil(n ** (1 / ndim)))
+    g = np.linspace(lo, hi, side)
+    pts = np.stack(np.meshgrid(*([g] * ndim), indexing="ij"), -1).reshape(-1, ndim)
+    return pts[:n]
+
+
+def test_death_rate_gives_exponential_survival():
+    """4000 cells with death rate 1e-3/s for 500 s: survival e^{-0.5} within 4 binomial sd."""
+    model = jc.Model(jc.Grid((8, 8), 25.0), [jc.Substrate("s", 100.0)], solver="explicit")
+    n = 4000
+    cells = jc.Cells(lattice(n, 5, 195), alive=np.ones(n, bool))
+    beh = jc.rules([], base={"death": 1e-3})
+    state, _ = jc.simulate(model, model.init(cells), t_end=500.0, dt=10.0, behaviour=beh, seed=3)
+    p = np.exp(-0.5)
+    frac = float(np.mean(np.asarray(state.cells.alive)))
+    assert abs(frac - p) < 4 * np.sqrt(p * (1 - p) / n)
+
+
+def test_division_rate_grows_as_a_yule_process():
+    """1000 mothers, 1e-3/s for 300 steps of 1 s: mean N0·(2 − e^{-r dt})^300, Yule sd; capacity never full."""
+    model = jc.Model(jc.Grid((8, 8), 25.0), [jc.Substrate("s", 100.0)], solver="explicit")
+    n0, cap, r = 1000, 4000, 1e-3
+    cells = jc.Cells(lattice(cap, 10, 190), alive=np.arange(cap) < n0, volume=100.0)
+    beh = jc.rules([], base={"division": r})
+    state, _ = jc.simulate(model, model.init(cells), t_end=300.0, dt=1.0, behaviour=beh, seed=5)
+    count = int(np.sum(np.asarray(state.cells.alive)))
+    mean = n0 * (2 - np.exp(-r)) ** 300
+    sd = np.sqrt(n0 * np.exp(0.3) * (np.exp(0.3) - 1))
+    assert abs(count - mean) < 4 * sd
+    assert count > n0 + 200  # the growth is real, not noise
+    # daughters inherit the base rate
+    np.testing.assert_array_equal(np.asarray(state.cells.base["division"])[np.asarray(state.cells.alive)], r)
+
+
+def gradient_model(ndim=2):
+    """A linear profile held by Dirichlet faces 0 at x = 0 and 1 at x = 200 µm: gradient 1/200 per µm."""
+    grid = jc.Grid((20,) * ndim, 10.0)
+    faces = {"x-": jc.Dirichlet(0.0), "x+": jc.Dirichlet(1.0)}
+    model = jc.Model(grid, [jc.Substrate("attractant", 100.0, boundary=faces)], solver="implicit")
+    x = (np.arange(20) + 0.5) * 10.0
+    # the discrete steady state: linear through the half-voxel ghost faces
+    field = np.broadcast_to(x.reshape((20,) + (1,) * (ndim - 1)) / 200.0, grid.shape).copy()
+    return model, field
+
+
+def test_chemotaxis_moves_cells_up_the_gradient_at_its_speed():
+    """Base chemotaxis 0.1 µm/s for 300 s: every cell moves 30 µm in +x and not in y."""
+    model, field = gradient_model()
+    pos = np.stack([np.full(10, 40.0), np.linspace(20, 180, 10)], 1)
+    cells = jc.Cells(pos)
+    beh = jc.rules([], base={"chemotaxis:attractant": 0.1})
+    state, _ = jc.simulate(model, model.init(cells, fields=field), t_end=300.0, dt=1.0, behaviour=beh)
+    np.testing.assert_allclose(np.asarray(state.cells.position) - pos, [[30.0, 0.0]] * 10, atol=1e-9)
+
+
+def test_chemotaxis_rule_speed_follows_the_hill_factor():
+    """Chemotaxis up-regulated by the attractant itself: dx/dt = vmax·c/(K + c) with c = x/200.
+
+    Solved in closed form by separation: t = (K·200·ln(x/x0) + (x − x0))/vmax; the
+    step's forward-Euler drift is within O(dt) of it.
+    """
+    model, field = gradient_model()
+    vmax, K = 0.2, 0.25
+    cells = jc.Cells(np.array([[50.0, 100.0]]))
+    beh = jc.rules([jc.Rule("attractant", "concentration", "chemotaxis:attractant", "up", max=vmax, K=K, n=1.0)])
+    state, _ = jc.simulate(model, model.init(cells, fields=field), t_end=400.0, dt=0.5, behaviour=beh)
+    x = float(state.cells.position[0, 0])
+    t_exact = (K * 200 * np.log(x / 50.0) + (x - 50.0)) / vmax
+    # the cell senses its voxel centre ("nearest"): 0.15 % off the continuous drift here
+    assert t_exact == pytest.approx(400.0, rel=0.01)
+    assert x - 50.0 > 40.0  # it moved a long way, so the check above has power
+
+
+def test_random_motility_steps_have_the_speed_and_the_walk_spreads():
+    """speed 0.5 µm/s, dt 2 s: each step is exactly 1 µm long; after 100 steps the MSD is 100 µm²."""
+    grid = jc.Grid((10, 10), 1000.0)  # 10 mm: no cell reaches a face
+    model = jc.Model(grid, [jc.Substrate("s", 100.0)], solver="explicit")
+    n = 3000
+    pos = np.full((n, 2), 5000.0)
+    beh = jc.rules([], base={"speed": 0.5})
+    one, _ = jc.simulate(model, model.init(jc.Cells(pos)), t_end=2.0, dt=2.0, behaviour=beh)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(one.cells.position) - pos, axis=1), 1.0, rtol=1e-12)
+    state, _ = jc.simulate(model, model.init(jc.Cells(pos)), t_end=200.0, dt=2.0, behaviour=beh, seed=1)
+    msd = float(np.mean(np.sum((np.asarray(state.cells.position) - pos) ** 2, axis=1)))
+    # 2D walk of 100 unit steps: |X|² has mean 100 and sd ≈ 100 (exponential-like), so the mean over 3000 has sd ≈ 1.8
+    assert msd == pytest.approx(100.0, abs=4 * 100 / np.sqrt(n))
+
+
+def test_two_runs_continue_one_run_bitwise():
+    """Base values and random keys live in the state: 0→50→100 s equals 0→100 s, bit for bit."""
+    model = jc.Model(jc.Grid((12, 12), 10.0), [jc.Substrate("s", 50.0, decay=1e-3)], solver="explicit")
+    n = 200
+    cells = jc.Cells(lattice(n, 5, 115), secretion=0.5, alive=np.arange(n) < 60)
+    beh = jc.rules([jc.Rule("s", "concentration", "division", "up", max=5e-3, K=0.05, n=2.0),
+                    jc.Rule("s", "concentration", "secretion:s", "down", max=0.0, K=0.1, n=1.0)],
+                   base={"speed": 0.2, "death": 5e-4})
+    s0 = model.init(cells)
+    whole, _ = jc.simulate(model, s0, t_end=100.0, dt=1.0, behaviour=beh, seed=9)
+    half, _ = jc.simulate(model, s0, t_end=50.0, dt=1.0, behaviour=beh, seed=9)
+    # the second call sees the base recorded by the first, not today's secretion
+    half, _ = jc.simulate(model, half, t_end=100.0, dt=1.0, behaviour=beh, seed=9)
+    for a, b in zip(jax.tree_util.tree_leaves(whole.cells), jax.tree_util.tree_leaves(half.cells)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(whole.fields), np.asarray(half.fields))
+    assert abs(float(jc.budget(whole)["residual"][0])) < 1e-9 * float(jc.budget(whole)["secreted"][0])
+
+
+def test_gradient_through_a_rule_matches_finite_differences():
+    """d(secreted)/d(max) of a concentration-driven secretion rule vs central differences."""
+    model = jc.Model(jc.Grid((6,), 10.0), [jc.Substrate("s", 10.0, decay=1e-2)], solver="implicit")
+    cells = jc.Cells(np.array([[15.0], [35.0]]), secretion=0.1)
+    state0 = model.init(cells, fields=np.full((6,), 0.2))
+
+    def secreted(vmax):
+        beh = jc.rules([jc.Rule("s", "concentration", "secretion:s", "up", max=vmax, K=0.3, n=2.0)])
+        state, _ = jc.simulate(model, state0, t_end=50.0, dt=1.0, behaviour=beh)
+        return jc.budget(state)["secreted"][0]
+
+    g = float(jax.grad(secreted)(1.0))
+    h = 1e-5
+    fd = (float(secreted(1.0 + h)) - float(secreted(1.0 - h))) / (2 * h)
+    assert g == pytest.approx(fd, rel=1e-6)
+    assert g > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"behaviour": "growth"}, "Rule.behaviour must be one of"),
+    ({"behaviour": "secretion"}, "Rule.behaviour must be one of"),
+    ({"kind": "amount"}, "Rule.kind"),
+    ({"direction": "sideways"}, "Rule.direction"),
+    ({"K": 0.0}, "Rule.K must be > 0"),
+    ({"n": -1.0}, "Rule.n"),
+    ({"max": "5"}, "Rule.max must be a number"),
+    ({"cell_type": -1}, "Rule.cell_type"),
+])
+def test_bad_rules_are_refused(kwargs, match):
+    args = {"signal": "s", "kind": "concentration", "behaviour": "division", "direction": "up", "max": 1.0,
+            "K": 1.0, "n": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        jc.Rule(**args)
+
+
+def test_rules_are_checked_against_the_model_and_each_other():
+    model = jc.Model(jc.Grid((4,), 10.0), [jc.Substrate("s", 1.0)])
+    cells = jc.Cells(np.array([[5.0]]))
+    with pytest.raises(ValueError, match="'oxygen' .* is no substrate"):
+        jc.simulate(model, model.init(cells), 1.0, 1.0,
+                    behaviour=jc.rules([jc.Rule("oxygen", behaviour="death", max=1e-3)]))
+    with pytest.raises(ValueError, match="kind='bound' needs cells with receptors"):
+        jc.simulate(model, model.init(cells), 1.0, 1.0,
+                    behaviour=jc.rules([jc.Rule("s", "bound", "death", max=1e-3)]))
+    with pytest.raises(ValueError, match="different max"):
+        jc.rules([jc.Rule("s", behaviour="death", max=1e-3), jc.Rule("s", behaviour="death", max=2e-3)])
+    with pytest.raises(ValueError, match="per-type values"):
+        jc.simulate(model, model.init(replace(cells, type=jnp.array([2], jnp.int32))), 1.0, 1.0,
+                    behaviour=jc.rules([], base={"death": [1e-3, 0.0]}))
+    with pytest.raises(ValueError, match="rules base"):
+        jc.rules([], base={"speed": -1.0})
