@@ -180,8 +180,9 @@ class Rules:
                 step = step + jnp.where(alive[:, None], v[:, None] * u, 0)
             elif head == "chemotaxis":
                 g = env.gradient[:, env.names.index(sub), :ndim]
-                norm = jnp.linalg.norm(g, axis=1, keepdims=True)
-                unit = jnp.where(norm > 0, g / jnp.where(norm > 0, norm, 1.0), 0.0)
+                sq = jnp.sum(g * g, axis=1, keepdims=True)
+                # sqrt of a safe argument: |g| has an infinite derivative at g = 0 (NaN in grad)
+                unit = jnp.where(sq > 0, g / jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
                 step = step + jnp.where(alive[:, None], v[:, None] * unit, 0)
         new = replace(cells, secretion=sec, uptake=upt, position=cells.position + dt * step)
         if "death" in values:

@@ -6,7 +6,11 @@ Modes (secretion + uptake in all of them):
   so the per-step cost of cells is only the per-voxel exchange terms;
 * ``response``  — a Hill response of uptake to the local concentration: every
   step gathers the field at the cells and deposits three exchange fields;
-* ``receptors`` — ligand-receptor binding every step (two deposits, one gather).
+* ``receptors`` — ligand-receptor binding every step (two deposits, one gather);
+* ``rules``     — living cells: :func:`jaxcell.rules` inside the compiled loop
+  (secretion up-regulated by the signal, chemotaxis up its gradient, random
+  motility, division and death), so coupling, exchange, the cells' field
+  samples and gradients are recomputed every step.
 
 ``cell-updates/s = N · steps / (t_cells − t_cell_free)``. Each per-step mode is
 also run with the cells sorted by voxel index (one ``jnp.argsort``), and the
@@ -31,7 +35,7 @@ from bench_transport import best_time  # one timing rule for every benchmark
 import jaxcell as jc
 
 D, DECAY, SPACING, DT = 1000.0, 0.01, 10.0, 0.01  # µm²/s, 1/s, µm, s (explicit: one sub-step)
-MODES = ("fixed", "response", "receptors")
+MODES = ("fixed", "response", "receptors", "rules")
 COUPLINGS = ("nearest", "linear")
 
 
@@ -41,6 +45,16 @@ def make_model(n: int, coupling: str, mode: str, solver: str) -> jc.Model:
     if mode == "response":
         responses = (jc.Response("s", "s", max=20.0, K=1.0, basal=5.0, parameter="uptake", kind="concentration"),)
     return jc.Model(grid, jc.Substrate("s", D, DECAY), solver=solver, coupling=coupling, responses=responses)
+
+
+def make_behaviour(mode: str) -> jc.Rules | None:
+    """The living-cells rule set of mode ``"rules"`` (None for the other modes)."""
+    if mode != "rules":
+        return None
+    return jc.rules([jc.Rule("s", "concentration", "secretion:s", "up", max=5.0, K=1.0, n=2.0),
+                     jc.Rule("s", "concentration", "chemotaxis:s", "up", max=0.05, K=1.0, n=1.0),
+                     jc.Rule("s", "concentration", "division", "up", max=1e-3, K=2.0, n=2.0)],
+                    base={"speed": 0.02, "death": 1e-4})
 
 
 def positions(grid: jc.Grid, n_cells: int, seed: int = 0) -> np.ndarray:
@@ -59,11 +73,12 @@ def sort_by_voxel(grid: jc.Grid, pos: Any) -> jax.Array:
     return pos[jnp.argsort(grid.voxel_index(pos))]
 
 
-def time_run(model: jc.Model, cells: jc.Cells | None, steps: int, repeat: int) -> float:
+def time_run(model: jc.Model, cells: jc.Cells | None, steps: int, repeat: int,
+             behaviour: jc.Rules | None = None) -> float:
     state = model.init(cells=cells, fields=jnp.ones((1,) + model.grid.shape, jnp.float32))
 
     def run() -> None:
-        new, _ = jc.simulate(model, state, steps * DT, DT)
+        new, _ = jc.simulate(model, state, steps * DT, DT, behaviour=behaviour)
         new.fields.block_until_ready()
 
     run()
@@ -104,13 +119,13 @@ def run(cells: tuple[int, ...] = (10_000, 100_000, 1_000_000), n: int = 128, ste
             model = make_model(n, coupling, mode, solver)
             for n_cells in cells:
                 pos = positions(grid, n_cells)
-                t = time_run(model, make_cells(pos, mode), steps, repeat)
+                t = time_run(model, make_cells(pos, mode), steps, repeat, make_behaviour(mode))
                 extra = max(t - base, 1e-9)
                 row = {"mode": mode, "coupling": coupling, "cells": n_cells, "step_s": t / steps,
                        "cell_s": extra / steps, "rate": n_cells * steps / extra}
                 line = (f"{mode:9} {coupling:8} {n_cells:>8.0e} {1e3 * t / steps:>8.2f} {1e3 * extra / steps:>8.2f} "
                         f"{row['rate']:>10.3g}")
-                if sort and mode != "fixed":
+                if sort and mode not in ("fixed", "rules"):  # a behaviour sees cells in the user's order
                     ts = time_run(model, make_cells(sort_by_voxel(grid, pos), mode), steps, repeat)
                     extra_s = max(ts - base, 1e-9)
                     row.update(sorted_cell_s=extra_s / steps, sorted_rate=n_cells * steps / extra_s)

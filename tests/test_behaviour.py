@@ -220,3 +220,30 @@ def test_rules_are_checked_against_the_model_and_each_other():
                     behaviour=jc.rules([], base={"death": [1e-3, 0.0]}))
     with pytest.raises(ValueError, match="rules base"):
         jc.rules([], base={"speed": -1.0})
+
+
+def test_gradient_is_finite_where_the_signal_is_flat():
+    """Cells in a flat field have no chemotaxis direction; |∇c| at 0 must not put NaN into grad.
+
+    One cell in a flat field, one on a linear ramp ("linear" coupling, so uptake varies with
+    position): d(uptake)/d(vmax) is finite and equals central differences.
+    """
+    grid = jc.Grid((20,), 10.0)
+    model = jc.Model(grid, [jc.Substrate("s", 1e-3)], solver="implicit", coupling="linear")
+    x = (np.arange(20) + 0.5) * 10.0
+    field = np.where(x < 100, 1.0, 1.0 + (x - 100) / 100)  # flat, then a ramp
+    # off-centre start and speed: a cell sitting exactly on a voxel centre (a kink of the
+    # linear weights) at a step would make the finite difference straddle the kink
+    cells = jc.Cells(np.array([[30.0], [141.37]]), uptake=1.0)
+    state0 = model.init(cells, fields=field)
+
+    def taken(vmax):
+        beh = jc.rules([], base={"chemotaxis:s": vmax})
+        state, _ = jc.simulate(model, state0, t_end=100.0, dt=1.0, behaviour=beh)
+        return jc.budget(state)["uptake"][0]
+
+    g = float(jax.grad(taken)(0.0913))
+    fd = (float(taken(0.0913 + 1e-6)) - float(taken(0.0913 - 1e-6))) / 2e-6
+    assert np.isfinite(g)
+    assert g == pytest.approx(fd, rel=1e-5)
+    assert g > 0  # moving up the ramp meets more ligand
