@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxcell
+from jaxcell._version import __version__
+from jaxcell.boundary import Dirichlet, Flux
 from jaxcell.cells import coupling_weights, gather
 from jaxcell.grid import AXES
 from jaxcell.model import State
@@ -111,7 +112,7 @@ def _check_out(out: Path) -> None:
 
 
 def _meta(sc: Scenario) -> dict:
-    return {"fingerprint": sc.fingerprint(), "jaxcell": jaxcell.__version__,
+    return {"fingerprint": sc.fingerprint(), "jaxcell": __version__,
             "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
 
 
@@ -366,7 +367,7 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
         "t_end_s": float(sc.run.t_end),
         "save_every_s": float(sc.run.save_every),
         "coupling": sc.run.coupling,
-        "jaxcell_version": jaxcell.__version__,
+        "jaxcell_version": __version__,
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
         "precision": str(jnp.result_type(float)),
@@ -408,7 +409,7 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
         "scenario": sc.name,
         "source": sc.source,
         "title": sc.config.get("title", ""),
-        "jaxcell_version": jaxcell.__version__,
+        "jaxcell_version": __version__,
         "jax_version": jax.__version__,
         "precision": str(jnp.result_type(float)),
         "device": str(jax.devices()[0]),
@@ -567,7 +568,7 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
             prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
             ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {t_last:g} s")
             lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
-            if isinstance(lo_face, jaxcell.Flux) and d > 0:
+            if isinstance(lo_face, Flux) and d > 0:
                 j = float(lo_face.value)
                 L = grid.extent[0]
                 xr_ = x - grid.origin[0]
@@ -575,9 +576,9 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
                     if kk <= 0:
                         continue
                     lam = np.sqrt(d / kk)
-                    if isinstance(hi_face, jaxcell.Dirichlet) and float(hi_face.value) == 0:
+                    if isinstance(hi_face, Dirichlet) and float(hi_face.value) == 0:
                         ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
-                    elif hi_face is None or (isinstance(hi_face, jaxcell.Flux) and float(hi_face.value) == 0):
+                    elif hi_face is None or (isinstance(hi_face, Flux) and float(hi_face.value) == 0):
                         ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
                     else:
                         continue
