@@ -496,7 +496,7 @@ def _read_grid(c: Checker, value: Any) -> tuple[Grid, dict]:
     if not isinstance(shape, list):
         raise c.err("grid.shape", f"must be a list of 1 to 3 voxel counts, got {shape!r}", "write shape = [32, 32, 16]")
     shape_t = tuple(c.integer(v, f"grid.shape[{i}]") for i, v in enumerate(shape))
-    ndim = max(len(shape_t), 1)
+    ndim = max(len(shape_t), 1)  # for reading spacing/origin; Grid refuses an empty shape
     spacing = c.vector(g.get("spacing", 1.0), "grid.spacing", ndim, "µm")
     origin = c.vector(g.get("origin", 0.0), "grid.origin", ndim, "µm")
     with c.at("grid", "write shape = [32, 32, 16] (1 to 3 axes, each >= 1 voxel) and spacing in µm"):
