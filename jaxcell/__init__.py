@@ -1,6 +1,7 @@
 """jaxcell: differentiable paracrine signalling on voxel grids (lengths µm, times s)."""
 
 from jaxcell import solvers
+from jaxcell._version import __version__ as __version__
 from jaxcell.behaviour import Rule, Rules, rules
 from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors, divide
@@ -11,8 +12,6 @@ from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
 from jaxcell.steady import steady_state
 from jaxcell.substrate import Dirichlet, Flux, Periodic, Robin, Substrate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BatchFitResult",

@@ -113,7 +113,7 @@ def _cmd_info() -> int:
     import jax
     import jax.numpy as jnp
 
-    import jaxcell
+    from jaxcell._version import __version__
 
     def version(dist: str) -> str:
         try:
@@ -121,7 +121,7 @@ def _cmd_info() -> int:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    rows = [("jaxcell", jaxcell.__version__), ("jax", jax.__version__), ("jaxlib", version("jaxlib")),
+    rows = [("jaxcell", __version__), ("jax", jax.__version__), ("jaxlib", version("jaxlib")),
             ("numpy", version("numpy")), ("optax", version("optax"))]
     for extra in ("zarr", "xarray", "matplotlib"):
         rows.append((f"{extra} (jaxcell[io])", version(extra)))

@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxcell
+from jaxcell._version import __version__
+from jaxcell.boundary import Dirichlet, Flux
 from jaxcell.cells import coupling_weights, gather
 from jaxcell.grid import AXES
 from jaxcell.model import State
@@ -111,7 +112,7 @@ def _check_out(out: Path) -> None:
 
 
 def _meta(sc: Scenario) -> dict:
-    return {"fingerprint": sc.fingerprint(), "jaxcell": jaxcell.__version__,
+    return {"fingerprint": sc.fingerprint(), "jaxcell": __version__,
             "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
 
 
@@ -366,7 +367,7 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
         "t_end_s": float(sc.run.t_end),
         "save_every_s": float(sc.run.save_every),
         "coupling": sc.run.coupling,
-        "jaxcell_version": jaxcell.__version__,
+        "jaxcell_version": __version__,
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
         "precision": str(jnp.result_type(float)),
@@ -408,7 +409,7 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
         "scenario": sc.name,
         "source": sc.source,
         "title": sc.config.get("title", ""),
-        "jaxcell_version": jaxcell.__version__,
+        "jaxcell_version": __version__,
         "jax_version": jax.__version__,
         "precision": str(jnp.result_type(float)),
         "device": str(jax.devices()[0]),
@@ -479,17 +480,45 @@ def _binned(r: np.ndarray, v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray
 
 
 def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) -> None:
+    """Write the PNG figures (:data:`FIGURES`) of a finished run into ``folder``.
+
+    Args:
+        sc: the scenario that ran.
+        frames: the saved frames from :func:`_frame`, in time order.
+        folder: where the files go.
+        mpl: matplotlib, already switched to the Agg backend (:func:`require_io`).
+    """
     import matplotlib.pyplot as plt
 
+    _figure_field_midplane(sc, frames[-1], folder / FIGURES[0], plt)
+    _figure_radial_profile(sc, frames[-1], folder / FIGURES[1], plt)
+    _figure_activation(sc, frames, folder / FIGURES[2], plt)
+
+
+def _cell_layout(sc: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """Cell positions ``(N, ndim)`` µm and type indices ``(N,)`` (empty arrays when there are no cells)."""
+    if not sc.n_cells:
+        return np.zeros((0, sc.grid.ndim)), np.zeros((0,), int)
+    return np.asarray(sc.cells.position), np.asarray(sc.cells.type)
+
+
+def _colors(plt: ModuleType) -> list[str]:
+    """The colour cycle; cell type ``j`` is drawn in ``colors[j % len(colors)]``."""
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType) -> None:
+    """``field_midplane.png``: one panel per substrate of the last frame's field (amount/µm^ndim).
+
+    1D: the profile along x with the cells as ticks; 2D: the field; 3D: the
+    plane through the middle voxel layer in z with the cells within one voxel of
+    it. Cells are drawn by type, filled when activated.
+    """
     grid, names = sc.grid, sc.model.names
     ndim, S = grid.ndim, len(names)
-    last = frames[-1]
     t_last = float(last["t"])
-    pos = np.asarray(sc.cells.position) if sc.n_cells else np.zeros((0, ndim))
-    tid = np.asarray(sc.cells.type) if sc.n_cells else np.zeros((0,), int)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-    # 1. mid-plane heat map with cells
+    pos, tid = _cell_layout(sc)
+    colors = _colors(plt)
     fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.4), squeeze=False, layout="constrained")
     for i, nm in enumerate(names):
         ax = axs[0, i]
@@ -530,66 +559,103 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
             ax.set_ylabel("y (µm)")
         if len(sc.types):
             ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
-    fig.savefig(folder / "field_midplane.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
-    # 2. radial profile around producers vs the screened-diffusion steady state
-    fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.0), squeeze=False, layout="constrained")
-    centres = np.stack([m.reshape(-1) for m in grid.mesh()], axis=1)
+
+def _figure_radial_profile(sc: Scenario, last: dict, path: Path, plt: ModuleType) -> None:
+    """``radial_profile.png``: one panel per substrate, the last frame against a steady analytic curve.
+
+    With secreting cells: concentration binned by distance to the nearest
+    producer (µm) against the sum of point-source kernels (:func:`_kernel`);
+    without: the profile along x against the 1D slab solution
+    (:func:`_panel_profile_along_x`). Curves with decay only and with decay plus
+    the cells' mean clearance (:func:`_cell_clearance`).
+    """
+    names = sc.model.names
+    fig, axs = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False, layout="constrained")
     for i, nm in enumerate(names):
         ax = axs[0, i]
-        sub = sc.model.substrates[i]
-        d, k = float(sub.diffusion), float(sub.decay)
-        kc = _cell_clearance(sc, last, i)
-        f = last["fields"][i].reshape(-1)
         q = last["secretion"][:, i] if sc.n_cells else np.zeros((0,))
-        src = q > 0
-        if src.any():
-            pts = centres
-            if pts.shape[0] * src.sum() > 2e7:
-                pts_i = np.random.default_rng(0).choice(pts.shape[0], int(2e7 // src.sum()), replace=False)
-                pts, f = pts[pts_i], f[pts_i]
-            r = np.linalg.norm(pts[:, None, :] - pos[src][None, :, :], axis=-1)
-            r = np.maximum(r, 0.5 * min(grid.spacing))
-            rmin = r.min(axis=1)
-            edges = np.arange(0.0, 0.5 * max(grid.extent) + min(grid.spacing), min(grid.spacing))
-            ax.plot(*_binned(rmin, f, edges), "ko", ms=3, label=f"simulated, t = {t_last:g} s")
-            for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-                ker = _kernel(r, d, kk, ndim) if kk > 0 or ndim == 3 else None
-                if ker is not None:
-                    ana = (ker * q[src][None, :]).sum(axis=1)
-                    ax.plot(*_binned(rmin, ana, edges), style, label=f"steady analytic, {lab}")
-            ax.set_yscale("log")
-            ax.set_xlabel("distance to nearest producer (µm)")
-            ax.set_title(f"{nm}: Σ q e^(-r/λ)/(4πDr) over producers" if ndim == 3 else f"{nm}: point sources")
+        if (q > 0).any():
+            _panel_radial(sc, last, i, ax)
         else:
-            x = grid.centers(0)
-            prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
-            ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {t_last:g} s")
-            lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
-            if isinstance(lo_face, jaxcell.Flux) and d > 0:
-                j = float(lo_face.value)
-                L = grid.extent[0]
-                xr_ = x - grid.origin[0]
-                for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-                    if kk <= 0:
-                        continue
-                    lam = np.sqrt(d / kk)
-                    if isinstance(hi_face, jaxcell.Dirichlet) and float(hi_face.value) == 0:
-                        ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
-                    elif hi_face is None or (isinstance(hi_face, jaxcell.Flux) and float(hi_face.value) == 0):
-                        ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
-                    else:
-                        continue
-                    ax.plot(x, ana, style, label=f"steady analytic, {lab}")
-            ax.set_xlabel("x (µm)")
-            ax.set_title(f"{nm}: profile along x (mean over the other axes)")
-        ax.set_ylabel(f"{nm} (amount/µm^{ndim})")
+            _panel_profile_along_x(sc, last, i, ax)
+        ax.set_ylabel(f"{nm} (amount/µm^{sc.grid.ndim})")
         ax.legend(fontsize=7)
-    fig.savefig(folder / "radial_profile.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
-    # 3. responders activated over time
+
+def _panel_radial(sc: Scenario, last: dict, i: int, ax: Any) -> None:
+    """Substrate ``i`` around its producers (cells with secretion > 0) vs the point-source steady state."""
+    grid = sc.grid
+    ndim, nm = grid.ndim, sc.model.names[i]
+    sub = sc.model.substrates[i]
+    d, k = float(sub.diffusion), float(sub.decay)
+    kc = _cell_clearance(sc, last, i)
+    pos, _ = _cell_layout(sc)
+    f = last["fields"][i].reshape(-1)
+    q = last["secretion"][:, i]
+    src = q > 0
+    pts = np.stack([m.reshape(-1) for m in grid.mesh()], axis=1)
+    if pts.shape[0] * src.sum() > 2e7:
+        pts_i = np.random.default_rng(0).choice(pts.shape[0], int(2e7 // src.sum()), replace=False)
+        pts, f = pts[pts_i], f[pts_i]
+    r = np.linalg.norm(pts[:, None, :] - pos[src][None, :, :], axis=-1)
+    r = np.maximum(r, 0.5 * min(grid.spacing))
+    rmin = r.min(axis=1)
+    edges = np.arange(0.0, 0.5 * max(grid.extent) + min(grid.spacing), min(grid.spacing))
+    ax.plot(*_binned(rmin, f, edges), "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
+    for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
+        ker = _kernel(r, d, kk, ndim) if kk > 0 or ndim == 3 else None
+        if ker is not None:
+            ana = (ker * q[src][None, :]).sum(axis=1)
+            ax.plot(*_binned(rmin, ana, edges), style, label=f"steady analytic, {lab}")
+    ax.set_yscale("log")
+    ax.set_xlabel("distance to nearest producer (µm)")
+    ax.set_title(f"{nm}: Σ q e^(-r/λ)/(4πDr) over producers" if ndim == 3 else f"{nm}: point sources")
+
+
+def _panel_profile_along_x(sc: Scenario, last: dict, i: int, ax: Any) -> None:
+    """Substrate ``i`` averaged over the axes other than x vs the 1D slab steady state.
+
+    The analytic curve is drawn for a flux ``j`` in at x- and, at x+, either
+    ``dirichlet = 0`` (``jλ/D·sinh((L−x)/λ)/cosh(L/λ)``) or no-flux
+    (``jλ/D·cosh((L−x)/λ)/sinh(L/λ)``), λ = √(D/k) µm; other faces get none.
+    """
+    grid = sc.grid
+    nm = sc.model.names[i]
+    sub = sc.model.substrates[i]
+    d, k = float(sub.diffusion), float(sub.decay)
+    kc = _cell_clearance(sc, last, i)
+    x = grid.centers(0)
+    prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
+    ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
+    lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
+    if isinstance(lo_face, Flux) and d > 0:
+        j = float(lo_face.value)
+        L = grid.extent[0]
+        xr_ = x - grid.origin[0]
+        for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
+            if kk <= 0:
+                continue
+            lam = np.sqrt(d / kk)
+            if isinstance(hi_face, Dirichlet) and float(hi_face.value) == 0:
+                ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
+            elif hi_face is None or (isinstance(hi_face, Flux) and float(hi_face.value) == 0):
+                ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
+            else:
+                continue
+            ax.plot(x, ana, style, label=f"steady analytic, {lab}")
+    ax.set_xlabel("x (µm)")
+    ax.set_title(f"{nm}: profile along x (mean over the other axes)")
+
+
+def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
+    """``activation.png``: fraction of each type's responders activated over time (s)."""
+    _, tid = _cell_layout(sc)
+    colors = _colors(plt)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     t = np.asarray([float(fr["t"]) for fr in frames])
     resp = sc.has_activation()
@@ -606,5 +672,5 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
     ax.set_ylabel("fraction activated")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(sc.name)
-    fig.savefig(folder / "activation.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,6 +7,11 @@ before anything runs, and turned into a :class:`jaxcell.Model`, the initial
 the fix; unknown keys are errors, so typos are caught. Units: lengths µm, times
 s, concentrations amount/µm^ndim, secretion amount/s, uptake µm^ndim/s.
 
+Each table has its own reader (``_read_grid``, ``_read_substrates``, ...). The
+library's constructors (:class:`jaxcell.Grid`, :class:`jaxcell.Substrate`, the
+face conditions, :class:`jaxcell.Model` and its solver) own the domain rules;
+their refusals are reported at the key the value came from (:meth:`Checker.at`).
+
 Schema (every table optional unless marked)::
 
     title = "..."                     # free text
@@ -21,6 +26,10 @@ Schema (every table optional unless marked)::
     decay = 2.8e-5                    # 1/s
     initial = 0.0                     # amount/µm^ndim, uniform start
     boundary = { "x-" = { flux = 1.0 }, "y" = "periodic", "x+" = { dirichlet = 0.0 } }
+                                      # per face ("x-", "x+", ...; an axis "y" for both):
+                                      # "noflux", "periodic" (whole axes only), { flux = amount/(µm^(ndim-1)·s) },
+                                      # { dirichlet = amount/µm^ndim },
+                                      # { robin = { permeability = 0.5, outside = 0.0 } }  (µm/s, amount/µm^ndim)
     [vessel]                          # voxels held at fixed concentrations
     shape = "cylinder"                # "box" (lo, hi), "sphere" (center, radius),
     axis = "z"                        # "cylinder" (3D: axis, center in the other two axes, radius)
@@ -46,6 +55,7 @@ Schema (every table optional unless marked)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -53,7 +63,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,12 +72,13 @@ import numpy as np
 
 from jaxcell import solvers
 from jaxcell.binding import Response
+from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
 from jaxcell.model import Model, State
-from jaxcell.substrate import FACES, Dirichlet, Flux, Periodic, Substrate
+from jaxcell.substrate import Substrate
 
-__all__ = ["DEFAULT", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
+__all__ = ["DEFAULT", "Checker", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
 
 DEFAULT = "paracrine_niche"
 """Name of the built-in scenario ``jaxcell run`` uses when given none."""
@@ -277,14 +288,42 @@ def _apply_override(raw: dict, item: str) -> None:
 # Checking values
 
 
-class _Checker:
-    """Typed getters that raise :class:`ScenarioError` naming the file and key."""
+class Checker:
+    """Typed getters over a parsed TOML file that raise :class:`ScenarioError` naming the file and key.
+
+    The getters check what TOML cannot (types, units, choices, finite numbers);
+    the library's constructors own the domain rules, and :meth:`at` reports
+    their refusals at the key the value came from. The fit specification
+    reader (:mod:`jaxcell.inference`) uses it too.
+
+    Args:
+        file: how messages name the file (a path, or ``builtin:<name>``).
+    """
 
     def __init__(self, file: str) -> None:
         self.file = file
 
     def err(self, key: str, problem: str, fix: str = "") -> ScenarioError:
+        """The :class:`ScenarioError` for ``key`` (dotted, e.g. ``cells[1].count``; "" for the file)."""
         return ScenarioError(self.file, key, problem, fix)
+
+    @contextlib.contextmanager
+    def at(self, key: str, fix: str = "") -> Iterator[None]:
+        """Report a ValueError raised inside the block as a :class:`ScenarioError` at ``key``.
+
+        The constructor's message (first line) becomes the problem, ``fix`` says
+        what to write in the file instead. A :class:`ScenarioError` passes
+        unchanged. Example::
+
+            with c.at("grid", "write shape = [32, 32, 16]"):
+                grid = Grid(shape, spacing, origin)
+        """
+        try:
+            yield
+        except ScenarioError:
+            raise
+        except ValueError as e:
+            raise self.err(key, str(e).split("\n")[0], fix) from None
 
     def table(self, value: Any, key: str) -> dict:
         if not isinstance(value, dict):
@@ -359,6 +398,9 @@ class _Checker:
         return name
 
 
+_Checker = Checker  # the fit CLI's import; goes at the merge
+
+
 def _kind(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "a table"}.get(type(value), type(value).__name__)
@@ -383,6 +425,7 @@ _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing
 _RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
 _RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
 _ACTIVATION = ("signal", "bound", "concentration", "below")
+_FACE_KINDS = ("flux", "dirichlet", "robin")
 _RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling")
 _PLACEMENT_KEYS = {
     "random": ("count", "lo", "hi"),
@@ -415,58 +458,129 @@ def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Sce
 
 
 def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
-    c = _Checker(label)
+    """Check ``raw`` one table at a time, in file order, and build the :class:`Scenario`."""
+    c = Checker(label)
     c.keys(raw, "", _TOP, required=("grid", "substrates"))
-    config: dict[str, Any] = {}
-    for k in ("title", "description"):
-        config[k] = c.string(raw.get(k, ""), k)
+    config: dict[str, Any] = {k: c.string(raw.get(k, ""), k) for k in ("title", "description")}
+    grid, config["grid"] = _read_grid(c, raw["grid"])
+    substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid.ndim)
+    names = [s.name for s in substrates]
+    run, config["run"] = _read_run(c, raw.get("run", {}))
+    pops, types, config["cells"] = _read_populations(c, raw.get("cells", []), grid, names, run.seed, base)
+    responses, config["responses"] = _read_responses(c, raw.get("responses", []), names, types, pops)
+    mask, value = None, np.zeros((len(names),))
+    if "vessel" in raw:
+        mask, value, config["vessel"] = _read_vessel(c, raw["vessel"], grid, names)
+    model = _make_model(c, grid, substrates, run, mask, value, responses)
+    cells, activation = _make_cells(c, pops, grid, names)
+    initial = np.asarray([s["initial"] for s in config["substrates"]])
+    return Scenario(name=name, source=label, config=config, text=text, model=model, cells=cells, run=run,
+                    types=tuple(types), initial=initial, activation=activation)
 
-    # [grid]
-    g = c.table(raw["grid"], "grid")
+
+def _rows(c: Checker, value: Any, key: str, what: str) -> list:
+    """An array of tables (``[[key]]``) as a list; a single table counts as one row."""
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise c.err(key, f"must be [[{key}]] tables", f"write each {what} as a [[{key}]] table")
+    return value
+
+
+def _read_grid(c: Checker, value: Any) -> tuple[Grid, dict]:
+    """The ``[grid]`` table: the :class:`Grid` (µm) and its config. :class:`Grid` owns the
+    rules (1 to 3 axes of >= 1 voxels, spacing in µm within its range)."""
+    g = c.table(value, "grid")
     c.keys(g, "grid", _GRID, required=("shape",))
     shape = g["shape"]
-    if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
+    if not isinstance(shape, list):
         raise c.err("grid.shape", f"must be a list of 1 to 3 voxel counts, got {shape!r}", "write shape = [32, 32, 16]")
-    shape_t = tuple(c.integer(v, f"grid.shape[{i}]", minimum=1) for i, v in enumerate(shape))
-    ndim = len(shape_t)
-    spacing = c.vector(g.get("spacing", 1.0), "grid.spacing", ndim, "µm", positive=True)
-    origin = c.vector(g.get("origin", 0.0), "grid.origin", ndim, "µm", nonneg=False)
-    grid = Grid(shape_t, spacing, origin)
-    lo_dom = np.asarray(origin)
-    hi_dom = lo_dom + np.asarray(grid.extent)
-    config["grid"] = {"shape": list(shape_t), "spacing": list(spacing), "origin": list(origin)}
+    shape_t = tuple(c.integer(v, f"grid.shape[{i}]") for i, v in enumerate(shape))
+    ndim = max(len(shape_t), 1)  # for reading spacing/origin; Grid refuses an empty shape
+    spacing = c.vector(g.get("spacing", 1.0), "grid.spacing", ndim, "µm")
+    origin = c.vector(g.get("origin", 0.0), "grid.origin", ndim, "µm")
+    with c.at("grid", "write shape = [32, 32, 16] (1 to 3 axes, each >= 1 voxel) and spacing in µm"):
+        grid = Grid(shape_t, spacing, origin)
+    return grid, {"shape": list(shape_t), "spacing": list(spacing), "origin": list(origin)}
 
-    # [[substrates]]
-    subs_raw = raw["substrates"]
-    if isinstance(subs_raw, dict):
-        subs_raw = [subs_raw]
-    if not isinstance(subs_raw, list) or not subs_raw:
+
+def _read_substrates(c: Checker, value: Any, ndim: int) -> tuple[list[Substrate], list[dict]]:
+    """The ``[[substrates]]`` tables: one :class:`Substrate` each, and their configs (which
+    carry ``initial``, amount/µm^ndim). :class:`Substrate` owns the boundary rules
+    (periodic on whole axes, faces the grid has)."""
+    rows = value if not isinstance(value, dict) else [value]
+    if not isinstance(rows, list) or not rows:
         raise c.err("substrates", "must be one or more [[substrates]] tables", "add [[substrates]] with name = ...")
-    substrates, names, sub_cfg = [], [], []
-    for i, s in enumerate(subs_raw):
+    substrates: list[Substrate] = []
+    cfgs: list[dict] = []
+    for i, s in enumerate(rows):
         key = f"substrates[{i}]"
         s = c.table(s, key)
         c.keys(s, key, _SUBSTRATE, required=("name", "diffusion"))
         nm = c.string(s["name"], f"{key}.name")
         if not nm:
             raise c.err(f"{key}.name", "is empty", "give the substrate a name")
-        if nm in names:
+        if any(x.name == nm for x in substrates):
             raise c.err(f"{key}.name", f"duplicate substrate name {nm!r}", "give each substrate its own name")
         d = c.number(s["diffusion"], f"{key}.diffusion", "µm²/s")
         k = c.number(s.get("decay", 0.0), f"{key}.decay", "1/s")
         init = c.number(s.get("initial", 0.0), f"{key}.initial", "amount/µm^ndim")
-        bnd, bnd_cfg = _boundary(c, s.get("boundary", {}), f"{key}.boundary", ndim)
-        try:
-            substrates.append(Substrate(nm, diffusion=d, decay=k, boundary=bnd))
-        except ValueError as e:
-            raise c.err(f"{key}.boundary", str(e), "see the boundary rules in the scenario docs") from None
-        names.append(nm)
-        sub_cfg.append({"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": bnd_cfg})
-    config["substrates"] = sub_cfg
-    n_sub = len(names)
+        bkey = f"{key}.boundary"
+        faces, face_cfg = {}, {}
+        for face, cond in c.table(s.get("boundary", {}), bkey).items():
+            faces[face], face_cfg[face] = _read_face(c, face, cond, _join(bkey, face), nm)
+        with c.at(bkey, "see the boundary forms in the scenario docs"):
+            sub = Substrate(nm, diffusion=d, decay=k, boundary=faces)
+            sub.faces(ndim)  # refuses faces the grid lacks
+        substrates.append(sub)
+        cfgs.append({"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg})
+    return substrates, cfgs
 
-    # [run]
-    r = c.table(raw.get("run", {}), "run")
+
+def _read_face(c: Checker, face: str, cond: Any, key: str, substrate: str) -> tuple[Boundary, Any]:
+    """One ``boundary`` entry: ``"periodic"``, ``"noflux"``, ``{ flux = j }``, ``{ dirichlet = v }``
+    or ``{ robin = { permeability = P, outside = c_out } }`` (module docstring for units).
+
+    Returns the :class:`jaxcell.boundary.Boundary` and its config. The condition's
+    constructor checks its values and :func:`jaxcell.boundary.normalise` the face
+    name; their ValueErrors are reported at ``key``.
+    """
+    if isinstance(cond, str):
+        kind = c.string(cond, key, ("periodic", "noflux"))
+        cfg: Any = kind
+        cond_b: Boundary = Periodic() if kind == "periodic" else Flux(0.0)
+    else:
+        ct = c.table(cond, key)
+        if len(ct) != 1 or next(iter(ct)) not in _FACE_KINDS:
+            raise c.err(key, f"must be {{ flux = value }}, {{ dirichlet = value }}, {{ robin = {{ permeability = "
+                        f"value, outside = value }} }}, \"periodic\" or \"noflux\", got {cond!r}",
+                        'e.g. "x-" = { flux = 1.0 }')
+        kind, v = next(iter(ct.items()))
+        vkey = _join(key, kind)
+        if kind == "robin":
+            rt = c.table(v, vkey)
+            c.keys(rt, vkey, ("permeability", "outside"), required=("permeability",))
+            p = c.number(rt["permeability"], f"{vkey}.permeability", "µm/s", nonneg=False)
+            out = c.number(rt.get("outside", 0.0), f"{vkey}.outside", "amount/µm^ndim", nonneg=False)
+            with c.at(vkey, "permeability >= 0 µm/s (0: no-flux) and outside >= 0 amount/µm^ndim"):
+                cond_b = Robin(p, out)
+            cfg = {"robin": {"permeability": p, "outside": out}}
+        else:
+            x = c.number(v, vkey, "amount/(µm^(ndim-1)·s)" if kind == "flux" else "amount/µm^ndim", nonneg=False)
+            fix = (f'an inward flux; for a sink use "{face}" = {{ dirichlet = 0.0 }}' if kind == "flux"
+                   else "concentrations are non-negative")
+            with c.at(vkey, fix):
+                cond_b = Flux(x) if kind == "flux" else Dirichlet(x)
+            cfg = {kind: x}
+    with c.at(key, f"faces are {', '.join(FACES)}; \"periodic\" takes a whole axis ({', '.join(AXES)}), "
+              f'e.g. "y" = "periodic"'):
+        normalise({face: cond_b}, substrate)
+    return cond_b, cfg
+
+
+def _read_run(c: Checker, value: Any) -> tuple[RunConfig, dict]:
+    """The ``[run]`` table: the :class:`RunConfig` (s) and its config."""
+    r = c.table(value, "run")
     c.keys(r, "run", _RUN)
     run = RunConfig(
         solver=c.string(r.get("solver", "implicit"), "run.solver", solvers.names()),
@@ -486,20 +600,26 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     if run.t_end / save_every > 10000:
         raise c.err("run.save_every", f"gives {int(run.t_end / save_every)} frames", "save fewer frames (<= 10000)")
     run = dataclasses.replace(run, save_every=save_every)
-    config["run"] = dataclasses.asdict(run)
+    return run, dataclasses.asdict(run)
 
-    # [[cells]]
-    cells_raw = raw.get("cells", [])
-    if isinstance(cells_raw, dict):
-        cells_raw = [cells_raw]
-    if not isinstance(cells_raw, list):
-        raise c.err("cells", "must be [[cells]] tables", "write each population as a [[cells]] table")
-    rng = np.random.default_rng(run.seed)
+
+def _read_populations(c: Checker, value: Any, grid: Grid, names: Sequence[str], seed: int,
+                      base: Path) -> tuple[list[dict], list[str], list[dict]]:
+    """The ``[[cells]]`` tables: one population each.
+
+    Returns the populations (dicts with ``type`` index, ``pos`` ``(n, ndim)`` µm,
+    ``sec``/``upt``/``rec`` per substrate name, ``vol`` µm³, ``act`` rule or None,
+    ``n``), the type labels in first-seen order, and their configs. Random
+    placements draw from ``numpy.random.default_rng(seed)`` in file order.
+    """
+    rows = _rows(c, value, "cells", "population")
+    lo_dom = np.asarray(grid.origin)
+    hi_dom = lo_dom + np.asarray(grid.extent)
+    rng = np.random.default_rng(seed)
     types: list[str] = []
     pops: list[dict] = []
-    pop_cfg: list[dict] = []
-    type_receptors: dict[str, set[str]] = {}
-    for i, p in enumerate(cells_raw):
+    cfgs: list[dict] = []
+    for i, p in enumerate(rows):
         key = f"cells[{i}]"
         p = c.table(p, key)
         c.keys(p, key, _CELLS, required=("placement",))
@@ -515,53 +635,62 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
         sec = c.per_substrate(p.get("secretion", {}), f"{key}.secretion", names, "amount/s")
         upt = c.per_substrate(p.get("uptake", {}), f"{key}.uptake", names, "µm^ndim/s")
         vol = c.number(p.get("volume", 2494.0), f"{key}.volume", "µm³", positive=True)
-        rec_tab = c.table(p.get("receptors", {}), f"{key}.receptors")
-        recs = {}
-        for nm, spec in rec_tab.items():
-            rk = _join(f"{key}.receptors", nm)
-            c.substrate_name(nm, rk, names)
-            spec = c.table(spec, rk)
-            c.keys(spec, rk, _RECEPTOR, required=("total", "kon"))
-            units = {"total": "receptors", "kon": "µm^ndim/s", "synthesis": "receptors/s"}
-            recs[nm] = {f: c.number(spec.get(f, 0.0), _join(rk, f), units.get(f, "1/s")) for f in _RECEPTOR}
-        type_receptors.setdefault(tname, set()).update(recs)
-        act = None
-        if "activation" in p:
-            ak = f"{key}.activation"
-            a = c.table(p["activation"], ak)
-            c.keys(a, ak, _ACTIVATION, required=("signal",))
-            sig = c.substrate_name(a["signal"], f"{ak}.signal", names)
-            if ("bound" in a) == ("concentration" in a):
-                raise c.err(ak, "needs exactly one of bound = (receptors) or concentration = (amount/µm^ndim)",
-                            "e.g. activation = { signal = \"IL-2\", bound = 200.0 }")
-            by_bound = "bound" in a
-            if by_bound and sig not in recs:
-                raise c.err(f"{ak}.bound", f"these cells have no receptors for {sig!r}",
-                            f"add receptors.\"{sig}\" = {{ total = ..., kon = ... }} or use concentration =")
-            thr = c.number(a["bound"] if by_bound else a["concentration"],
-                           f"{ak}.{'bound' if by_bound else 'concentration'}",
-                           "receptors" if by_bound else "amount/µm^ndim")
-            below = a.get("below", False)
-            if not isinstance(below, bool):
-                raise c.err(f"{ak}.below", f"must be true or false, got {_kind(below)}", "write below = true")
-            act = {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
+        recs = _read_receptors(c, p.get("receptors", {}), f"{key}.receptors", names)
+        act = _read_activation(c, p["activation"], f"{key}.activation", names, recs) if "activation" in p else None
         if tname not in types:
             types.append(tname)
         pops.append({"type": types.index(tname), "pos": pos, "sec": sec, "upt": upt, "vol": vol, "rec": recs,
                      "act": act, "n": n})
-        pop_cfg.append({"type": tname, "placement": placement, **place_cfg, "count": n, "secretion": sec,
-                        "uptake": upt, "volume": vol, "receptors": recs,
-                        **({"activation": act} if act else {})})
-    config["cells"] = pop_cfg
+        cfgs.append({"type": tname, "placement": placement, **place_cfg, "count": n, "secretion": sec,
+                     "uptake": upt, "volume": vol, "receptors": recs, **({"activation": act} if act else {})})
+    return pops, types, cfgs
 
-    # [[responses]]
-    resp_raw = raw.get("responses", [])
-    if isinstance(resp_raw, dict):
-        resp_raw = [resp_raw]
-    if not isinstance(resp_raw, list):
-        raise c.err("responses", "must be [[responses]] tables", "write each rule as a [[responses]] table")
-    responses, resp_cfg = [], []
-    for i, rr in enumerate(resp_raw):
+
+def _read_receptors(c: Checker, value: Any, key: str, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """A population's ``receptors`` table: ``{substrate: {total, kon, koff, kint, synthesis, turnover}}``."""
+    units = {"total": "receptors", "kon": "µm^ndim/s", "synthesis": "receptors/s"}
+    recs = {}
+    for nm, spec in c.table(value, key).items():
+        rk = _join(key, nm)
+        c.substrate_name(nm, rk, names)
+        spec = c.table(spec, rk)
+        c.keys(spec, rk, _RECEPTOR, required=("total", "kon"))
+        recs[nm] = {f: c.number(spec.get(f, 0.0), _join(rk, f), units.get(f, "1/s")) for f in _RECEPTOR}
+    return recs
+
+
+def _read_activation(c: Checker, value: Any, key: str, names: Sequence[str], recs: dict) -> dict:
+    """A population's ``activation`` rule: ``{signal, bound (bool), threshold, below}``."""
+    a = c.table(value, key)
+    c.keys(a, key, _ACTIVATION, required=("signal",))
+    sig = c.substrate_name(a["signal"], f"{key}.signal", names)
+    if ("bound" in a) == ("concentration" in a):
+        raise c.err(key, "needs exactly one of bound = (receptors) or concentration = (amount/µm^ndim)",
+                    "e.g. activation = { signal = \"IL-2\", bound = 200.0 }")
+    by_bound = "bound" in a
+    if by_bound and sig not in recs:
+        raise c.err(f"{key}.bound", f"these cells have no receptors for {sig!r}",
+                    f"add receptors.\"{sig}\" = {{ total = ..., kon = ... }} or use concentration =")
+    thr = c.number(a["bound"] if by_bound else a["concentration"], f"{key}.{'bound' if by_bound else 'concentration'}",
+                   "receptors" if by_bound else "amount/µm^ndim")
+    below = a.get("below", False)
+    if not isinstance(below, bool):
+        raise c.err(f"{key}.below", f"must be true or false, got {_kind(below)}", "write below = true")
+    return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
+
+
+def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequence[str],
+                    pops: Sequence[dict]) -> tuple[list[Response], list[dict]]:
+    """The ``[[responses]]`` tables: one :class:`Response` each, and their configs.
+
+    A ``kind = "bound"`` rule needs receptors for its signal on every cell type
+    it applies to (``pops`` says which types have which receptors).
+    """
+    type_receptors: dict[str, set[str]] = {t: set() for t in types}
+    for p in pops:
+        type_receptors[types[p["type"]]].update(p["rec"])
+    responses, cfgs = [], []
+    for i, rr in enumerate(_rows(c, value, "responses", "rule")):
         key = f"responses[{i}]"
         rr = c.table(rr, key)
         c.keys(rr, key, _RESPONSE, required=("target", "signal", "max", "K"))
@@ -574,14 +703,14 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
         if ct is not None:
             ct = c.string(ct, f"{key}.cell_type")
             if ct not in types:
-                close = difflib.get_close_matches(ct, types, n=1)
+                close = difflib.get_close_matches(ct, list(types), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
                             f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
             ct_id = types.index(ct)
         if kind == "bound":
             who = [ct] if ct is not None else types
-            lacking = [t for t in who if sig not in type_receptors.get(t, set())]
+            lacking = [t for t in who if sig not in type_receptors[t]]
             if lacking:
                 raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
                             f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
@@ -590,111 +719,78 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
                               positive=True),
                 "n": c.number(rr.get("n", 1.0), f"{key}.n", "Hill exponent", positive=True),
                 "basal": c.number(rr.get("basal", 0.0), f"{key}.basal", param)}
-        responses.append(Response(tgt, sig, vals["max"], vals["K"], n=vals["n"], basal=vals["basal"],
-                                  parameter=param, kind=kind, cell_type=ct_id))
-        resp_cfg.append({"target": tgt, "signal": sig, **vals, "cell_type": ct, "parameter": param, "kind": kind})
-    config["responses"] = resp_cfg
+        with c.at(key, "check the rule's values"):
+            responses.append(Response(tgt, sig, vals["max"], vals["K"], n=vals["n"], basal=vals["basal"],
+                                      parameter=param, kind=kind, cell_type=ct_id))
+        cfgs.append({"target": tgt, "signal": sig, **vals, "cell_type": ct, "parameter": param, "kind": kind})
+    return responses, cfgs
 
-    # [vessel]
-    mask = None
-    value = np.zeros((n_sub,))
-    if "vessel" in raw:
-        mask, value, vcfg = _vessel(c, raw["vessel"], grid, names)
-        config["vessel"] = vcfg
 
-    if mask is not None and run.solver in ("implicit", "lod"):
-        for sc_ in sub_cfg:
-            per = [f for f, v in sc_["boundary"].items() if v == "periodic"]
-            if per:
-                raise c.err("vessel", f"held voxels with a periodic axis ({sc_['name']!r} boundary {per[0]!r}) "
-                            f"are not supported by solver = {run.solver!r}",
-                            "drop the periodic boundary or set run.solver = \"explicit\"")
+def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: RunConfig, mask: np.ndarray | None,
+                value: np.ndarray, responses: Sequence[Response]) -> Model:
+    """The :class:`Model`; it and its solver own the rules that join tables.
+
+    A refusal is reported at ``vessel`` when the same model without the held
+    voxels is accepted (e.g. held voxels with a periodic axis under
+    ``solver = "implicit"``), otherwise at ``run``.
+    """
+    def build(held: np.ndarray | None) -> Model:
+        return Model(grid, substrates, solver=run.solver, coupling=run.coupling, dirichlet_mask=held,
+                     dirichlet_value=value if held is not None else 0.0, responses=responses)
+
     try:
-        model = Model(grid, substrates, solver=run.solver, coupling=run.coupling, dirichlet_mask=mask,
-                      dirichlet_value=value, responses=responses)
+        return build(mask)
     except ValueError as e:
-        raise c.err("run", str(e), "check the [run] and [[responses]] tables") from None
+        refused = str(e)
+    with c.at("run", "choose a run.solver that takes these boundaries and responses (the message names one)"):
+        build(None)
+    raise c.err("vessel", refused, "set run.solver to the solver the message names, or drop the periodic "
+                "boundary or the [vessel]")
 
-    cells = None
+
+def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid,
+                names: Sequence[str]) -> tuple[Cells | None, dict[str, np.ndarray]]:
+    """All populations as one :class:`Cells` (None when there are none) and the
+    per-cell activation arrays (see :attr:`Scenario.activation`)."""
     n_tot = sum(p["n"] for p in pops)
+    n_sub = len(names)
     act = {"signal": -np.ones((n_tot,), np.int64), "bound": np.zeros((n_tot,), np.int64),
            "threshold": np.zeros((n_tot,)), "below": np.zeros((n_tot,), np.int64)}
-    if n_tot:
-        pos = np.concatenate([p["pos"] for p in pops])
-        tid = np.concatenate([np.full((p["n"],), p["type"]) for p in pops])
-        sec = np.zeros((n_tot, n_sub))
-        upt = np.zeros((n_tot, n_sub))
-        vol = np.zeros((n_tot,))
-        rec = {f: np.zeros((n_tot, n_sub)) for f in _RECEPTOR}
-        any_rec = False
-        start = 0
-        for p in pops:
-            sl = slice(start, start + p["n"])
-            for j, nm in enumerate(names):
-                sec[sl, j] = p["sec"].get(nm, 0.0)
-                upt[sl, j] = p["upt"].get(nm, 0.0)
-                if nm in p["rec"]:
-                    any_rec = True
-                    for f in _RECEPTOR:
-                        rec[f][sl, j] = p["rec"][nm][f]
-            vol[sl] = p["vol"]
-            if p["act"]:
-                a = p["act"]
-                act["signal"][sl] = names.index(a["signal"])
-                act["bound"][sl] = int(a["bound"])
-                act["threshold"][sl] = a["threshold"]
-                act["below"][sl] = int(a["below"])
-            start += p["n"]
-        receptors = Receptors(**rec) if any_rec else None
-        try:
-            cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid)
-            cells = cells.conform(grid, n_sub)
-        except ValueError as e:
-            raise c.err("cells", str(e), "check the [[cells]] tables") from None
-    initial = np.asarray([s["initial"] for s in sub_cfg])
-    return Scenario(name=name, source=label, config=config, text=text, model=model, cells=cells, run=run,
-                    types=tuple(types), initial=initial, activation=act)
+    if not n_tot:
+        return None, act
+    pos = np.concatenate([p["pos"] for p in pops])
+    tid = np.concatenate([np.full((p["n"],), p["type"]) for p in pops])
+    sec = np.zeros((n_tot, n_sub))
+    upt = np.zeros((n_tot, n_sub))
+    vol = np.zeros((n_tot,))
+    rec = {f: np.zeros((n_tot, n_sub)) for f in _RECEPTOR}
+    any_rec = False
+    start = 0
+    for p in pops:
+        sl = slice(start, start + p["n"])
+        for j, nm in enumerate(names):
+            sec[sl, j] = p["sec"].get(nm, 0.0)
+            upt[sl, j] = p["upt"].get(nm, 0.0)
+            if nm in p["rec"]:
+                any_rec = True
+                for f in _RECEPTOR:
+                    rec[f][sl, j] = p["rec"][nm][f]
+        vol[sl] = p["vol"]
+        if p["act"]:
+            a = p["act"]
+            act["signal"][sl] = names.index(a["signal"])
+            act["bound"][sl] = int(a["bound"])
+            act["threshold"][sl] = a["threshold"]
+            act["below"][sl] = int(a["below"])
+        start += p["n"]
+    receptors = Receptors(**rec) if any_rec else None
+    with c.at("cells", "check the [[cells]] tables"):
+        cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid)
+        cells = cells.conform(grid, n_sub)
+    return cells, act
 
 
-def _boundary(c: _Checker, value: Any, key: str, ndim: int) -> tuple[dict, dict]:
-    tab = c.table(value, key)
-    faces = FACES[: 2 * ndim]
-    axes = AXES[:ndim]
-    out, cfg = {}, {}
-    for face, cond in tab.items():
-        fk = _join(key, face)
-        if face not in faces and face not in axes:
-            raise c.err(fk, f"unknown face {face!r} for a {ndim}D grid",
-                        f"use one of {', '.join(faces)} or an axis name {', '.join(axes)}")
-        if isinstance(cond, str):
-            kind = c.string(cond, fk, ("periodic", "noflux"))
-            if kind == "periodic":
-                if face not in axes:
-                    raise c.err(fk, "periodic applies to a whole axis",
-                                f'write "{face[0]}" = "periodic" instead of "{face}"')
-                out[face] = Periodic()
-            else:
-                out[face] = Flux(0.0)
-            cfg[face] = kind
-            continue
-        ct = c.table(cond, fk)
-        if len(ct) != 1 or next(iter(ct)) not in ("flux", "dirichlet"):
-            raise c.err(fk, f"must be {{ flux = value }}, {{ dirichlet = value }}, \"periodic\" or \"noflux\", "
-                        f"got {cond!r}", 'e.g. "x-" = { flux = 1.0 }')
-        kind, v = next(iter(ct.items()))
-        if kind == "flux":
-            j = c.number(v, _join(fk, kind), "amount/(µm^(ndim-1)·s)", nonneg=False)
-            if j < 0:
-                raise c.err(_join(fk, kind), f"must be >= 0 (an inward flux), got {v}",
-                            f'for a sink use "{face}" = {{ dirichlet = 0.0 }}')
-            out[face] = Flux(j)
-        else:
-            out[face] = Dirichlet(c.number(v, _join(fk, kind), "amount/µm^ndim"))
-        cfg[face] = {kind: float(v)}
-    return out, cfg
-
-
-def _in_domain(c: _Checker, key: str, lo: np.ndarray, hi: np.ndarray, lo_dom: np.ndarray,
+def _in_domain(c: Checker, key: str, lo: np.ndarray, hi: np.ndarray, lo_dom: np.ndarray,
                hi_dom: np.ndarray) -> None:
     tol = 1e-9 * np.maximum(1.0, np.abs(hi_dom))
     if np.any(lo < lo_dom - tol) or np.any(hi > hi_dom + tol):
@@ -702,7 +798,7 @@ def _in_domain(c: _Checker, key: str, lo: np.ndarray, hi: np.ndarray, lo_dom: np
                     f"[{lo_dom.tolist()}, {hi_dom.tolist()}] µm", "move it inside or enlarge [grid]")
 
 
-def _box(c: _Checker, p: dict, key: str, ndim: int, lo_dom: np.ndarray,
+def _box(c: Checker, p: dict, key: str, ndim: int, lo_dom: np.ndarray,
          hi_dom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo = np.asarray(c.vector(p["lo"], f"{key}.lo", ndim, "µm", nonneg=False)) if "lo" in p else lo_dom
     hi = np.asarray(c.vector(p["hi"], f"{key}.hi", ndim, "µm", nonneg=False)) if "hi" in p else hi_dom
@@ -712,7 +808,7 @@ def _box(c: _Checker, p: dict, key: str, ndim: int, lo_dom: np.ndarray,
     return lo, hi
 
 
-def _place(c: _Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: np.ndarray, hi_dom: np.ndarray,
+def _place(c: Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: np.ndarray, hi_dom: np.ndarray,
            rng: np.random.Generator, base: Path) -> tuple[np.ndarray, dict]:
     """Cell positions ``(n, ndim)`` µm for one population, and its placement config."""
     ndim = grid.ndim
@@ -799,7 +895,7 @@ def read_numeric_csv(path: Path, required: Sequence[str], optional: Sequence[str
     return out
 
 
-def _read_csv(c: _Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, hi_dom: np.ndarray) -> np.ndarray:
+def _read_csv(c: Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, hi_dom: np.ndarray) -> np.ndarray:
     if not path.is_file():
         raise c.err(key, f"cell file {str(path)!r} does not exist", "give a path relative to the scenario file")
     cols = read_numeric_csv(path, AXES[:ndim], what="cell file (positions in µm)")
@@ -813,7 +909,7 @@ def _read_csv(c: _Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, 
     return pos
 
 
-def _vessel(c: _Checker, value: Any, grid: Grid, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     v = c.table(value, "vessel")
     c.keys(v, "vessel", _VESSEL, required=("shape",))
     shape = c.string(v["shape"], "vessel.shape", ("box", "sphere", "cylinder"))
