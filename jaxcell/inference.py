@@ -359,6 +359,121 @@ def _unidentified_message(d: dict[str, float]) -> str:
     return msg
 
 
+# --------------------------------------------------------------------------- one LM step, one uncertainty summary
+
+
+def _lm_update(theta: Any, r: Any, j: Any, mu: Any, lo: Any, hi: Any, xp: Any = np) -> tuple:
+    """One projected Levenberg–Marquardt step in log-parameters, for :func:`fit` and :func:`fit_batch`.
+
+    Solves ``(JᵀJ + mu I) h = −Jᵀr`` over the free parameters: a parameter on a
+    bound that the gradient pushes outward is held (``h = 0``; solving for it and
+    clipping afterwards would leave the free ones creeping). The new point is
+    clipped to the bounds. A non-finite solution becomes ``h = 0``.
+
+    Args:
+        theta: ``(P,)`` log-parameters (on or inside ``[lo, hi]``).
+        r: ``(n,)`` residuals at ``theta``.
+        j: ``(n, P)`` Jacobian ``∂r/∂theta``.
+        mu: damping ``> 0`` (scalar, units of ``JᵀJ``).
+        lo, hi: ``(P,)`` bounds on ``theta`` (``±inf``: none).
+        xp: the array module: ``numpy`` (the host loop of :func:`fit`, float64)
+            or ``jax.numpy`` (traced and vmapped in :func:`fit_batch`). No Python
+            control flow on values, so both give the same step.
+
+    Returns:
+        ``(theta_new (P,), h (P,), predicted, g (P,), a (P, P))``: the clipped
+        new point, the unclipped step, the reduction of ``0.5 Σ r²`` that the
+        linear model predicts for the clipped step ``theta_new − theta``, the
+        gradient ``Jᵀr`` and ``JᵀJ``.
+    """
+    g = j.T @ r
+    a = j.T @ j
+    free = ~(((theta >= hi) & (g < 0)) | ((theta <= lo) & (g > 0)))
+    keep = xp.outer(free, free)
+    eye = xp.eye(theta.shape[0], dtype=a.dtype)
+    h = -xp.linalg.solve(xp.where(keep, a, 0.0) + xp.where(free, mu, 1.0) * eye, xp.where(free, g, 0.0))
+    h = xp.where(xp.all(xp.isfinite(h)), h, 0.0)
+    t_new = xp.clip(theta + h, lo, hi)
+    step = t_new - theta
+    predicted = -(g @ step) - 0.5 * step @ a @ step
+    return t_new, h, predicted, g, a
+
+
+def _lm_damping(mu: Any, nu: Any, loss: Any, loss_new: Any, predicted: Any, xp: Any = np) -> tuple:
+    """Accept or reject an LM step and adapt the damping (Nielsen 1999: gain ratio ``rho``).
+
+    A step is accepted when both losses are finite and the gain ratio
+    ``rho = (loss − loss_new) / predicted`` is positive; then
+    ``mu ← mu · max(1/3, 1 − (2 rho − 1)³)`` and ``nu ← 2``, else ``mu ← mu · nu``
+    and ``nu ← 2 nu``. Scalars (or 0-d arrays) of module ``xp`` (numpy or jax.numpy).
+
+    Returns:
+        ``(accept, rho, mu_new, nu_new)``.
+    """
+    ok = predicted > 0
+    rho = xp.where(ok, (loss - loss_new) / xp.where(ok, predicted, 1.0), -1.0)
+    accept = xp.isfinite(loss_new) & (rho > 0) & xp.isfinite(loss)
+    rho_c = xp.clip(rho, 0.0, 1.0)  # same factor on (0, 1], 1/3 above; no overflow for huge |rho|
+    mu_new = xp.where(accept, mu * xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho_c - 1.0) ** 3), mu * nu)
+    nu_new = xp.where(accept, 2.0, 2.0 * nu)
+    return accept, rho, mu_new, nu_new
+
+
+class _Uncertainty(NamedTuple):
+    """Uncertainty of ``B`` fits in log-parameters (see :func:`_uncertainty`)."""
+
+    s2: np.ndarray  # (B,) noise variance scale s² (1 with sigma=, NaN without degrees of freedom)
+    covariance: np.ndarray  # (B, P, P) s² (JᵀJ)⁺
+    stderr: np.ndarray  # (B, P) standard error of log(param); inf along a singular direction
+    correlation: np.ndarray  # (B, P, P)
+    directions: np.ndarray  # (B, P, P) eigenvectors of JᵀJ, one per column
+    unidentified: np.ndarray  # (B, P) bool: eigen-direction k is singular or has s.d. > max_log_sd
+
+
+def _uncertainty(j: np.ndarray, loss: np.ndarray, n_nuisance: int, sigma_given: bool,
+                 max_log_sd: float = 1.0) -> _Uncertainty:
+    """Covariance, standard errors, correlations and unidentified directions of ``B`` fits (host, float64).
+
+    ``cov = s² (JᵀJ)⁺`` with ``s² = 2 loss / (n − P − n_nuisance)`` (1 when
+    ``sigma_given``; NaN without degrees of freedom). The pseudo-inverse drops
+    eigen-directions whose eigenvalue is at most ``1e-10`` times the largest;
+    a parameter with weight above ``1e-4`` on such a direction gets ``stderr = inf``.
+    Non-finite Fisher entries (a member that diverged) count as 0.
+
+    Args:
+        j: ``(B, n, P)`` final Jacobians of the residuals in log-parameters.
+        loss: ``(B,)`` final ``0.5 Σ r²``.
+        n_nuisance: number of nuisances eliminated in closed form (0, 1, 2).
+        sigma_given: residuals are in noise s.d. units (``sigma=`` given): ``s² = 1``.
+        max_log_sd: a direction with standard deviation above this is unidentified.
+    """
+    b, n, p = j.shape
+    dof = n - p - n_nuisance
+    if sigma_given:
+        s2 = np.ones(b)
+    elif dof > 0:
+        s2 = 2.0 * np.asarray(loss, np.float64) / dof
+    else:
+        s2 = np.full(b, np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fisher = j.transpose(0, 2, 1) @ j
+    fisher = np.where(np.isfinite(fisher), fisher, 0.0)
+    evals, evecs = np.linalg.eigh(fisher)
+    top = np.maximum(evals[:, -1:], 1e-300)
+    singular = evals <= 1e-10 * top
+    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        cov = (s2[:, None, None] * (evecs * inv[:, None, :])) @ evecs.transpose(0, 2, 1)
+        sd_dir = np.sqrt(s2[:, None] * np.where(singular, np.inf, inv))
+        unidentified = singular | (sd_dir > max_log_sd)
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        d = np.sqrt(var)
+        corr = cov / (d[:, :, None] * d[:, None, :])
+    weight_null = np.sum(evecs ** 2 * singular[:, None, :], axis=2)
+    se = np.where(weight_null > 1e-4, np.inf, np.sqrt(np.maximum(var, 0.0)))
+    return _Uncertainty(s2, cov, se, corr, evecs, unidentified)
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -474,47 +589,33 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     used_fallback = False
     it = 0
     while it < maxiter:
-        g = J.T @ r
-        A = J.T @ J
         if loss == 0.0:
             converged = True
             break
+        g = J.T @ r
         cols = np.linalg.norm(J, axis=0)
         rn = math.sqrt(2 * loss)
         cos = np.abs(g) / np.where(cols > 0, cols * rn, np.inf)
         if np.max(cos, initial=0.0) <= gtol:
             converged = True
             break
-        # free directions only: a parameter at a bound pushing outwards is held
-        at_lo = (theta <= lo) & (g > 0)
-        at_hi = (theta >= hi) & (g < 0)
-        free = ~(at_lo | at_hi)
-        h = np.zeros_like(theta)
-        if free.any():
-            Af = A[np.ix_(free, free)] + mu * np.eye(int(free.sum()))
-            h[free] = -np.linalg.solve(Af, g[free])
+        t_new, h, predicted, _, A = _lm_update(theta, r, J, mu, lo, hi)
         if np.linalg.norm(h) <= xtol * (np.linalg.norm(theta) + xtol):
             converged = True
             break
-        t_new = np.clip(theta + h, lo, hi)
-        h = t_new - theta
         r_new, J_new, ab_new, loss_new = call(t_new)
         it += 1
-        predicted = -(g @ h) - 0.5 * h @ A @ h
-        rho = (loss - loss_new) / predicted if predicted > 0 else -1.0
-        if np.isfinite(loss_new) and rho > 0:
+        accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_new, predicted)
+        mu, nu = float(mu_new), float(nu_new)
+        if accept:
             decrease = loss - loss_new
             theta, r, J, ab, loss = t_new, r_new, J_new, ab_new, loss_new
-            mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            nu = 2.0
             history.append(loss)
             if decrease <= ftol * loss_new:
                 converged = True
                 break
         else:
             history.append(loss)
-            mu *= nu
-            nu *= 2.0
             scale_a = max(float(np.max(np.diag(A))), 1e-300)
             if mu > 1e12 * scale_a or not np.isfinite(mu):
                 if used_fallback or fallback_steps <= 0:
@@ -530,31 +631,12 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
                      f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
 
     # ---- uncertainty -----------------------------------------------------------------------
-    dof = n - p_count - n_nuis
-    if sig is not None:
-        s2 = 1.0
-    elif dof > 0:
-        s2 = 2.0 * loss / dof
-    else:
-        s2 = float("nan")
+    if sig is None and n - p_count - n_nuis <= 0:
         warns.append(f"{n} observations for {p_count} parameters and {n_nuis} nuisance(s): no degrees of freedom "
                      "left to estimate the noise level, so standard errors are undefined (give sigma=)")
-    F = J.T @ J
-    evals, evecs = np.linalg.eigh(F)
-    top = max(float(evals[-1]), 1e-300)
-    singular = evals <= 1e-10 * top
-    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
-    cov = s2 * (evecs * inv) @ evecs.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sd_dir = np.sqrt(s2 * np.where(singular, np.inf, inv))
-        unident_mask = singular | (sd_dir > max_log_sd)
-    unidentified = [_direction(evecs[:, i], names) for i in np.flatnonzero(unident_mask)]
-    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    weight_null = (evecs[:, singular] ** 2).sum(axis=1) if singular.any() else np.zeros(p_count)
-    se = np.where(weight_null > 1e-4, np.inf, se)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = np.sqrt(np.diag(cov))
-        corr = cov / np.outer(d, d)
+    unc = _uncertainty(J[None], np.asarray([loss]), n_nuis, sig is not None, max_log_sd)
+    s2, cov, se, corr = float(unc.s2[0]), unc.covariance[0], unc.stderr[0], unc.correlation[0]
+    unidentified = [_direction(unc.directions[0][:, i], names) for i in np.flatnonzero(unc.unidentified[0])]
     for u in unidentified:
         warns.append(_unidentified_message(u))
     for i, nm in enumerate(names):
@@ -671,32 +753,18 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
             hi: jax.Array) -> dict[str, jax.Array]:
         theta0 = jnp.clip(theta0, lo, hi)
         r0, j0, a0, b0, loss0 = evaluate(theta0, o, w, fx)
-        p = theta0.shape[0]
-        eye = jnp.eye(p, dtype=theta0.dtype)
         tiny = jnp.asarray(1e-300 if theta0.dtype == jnp.float64 else 1e-30, theta0.dtype)
         mu0 = damping * jnp.maximum(jnp.max(jnp.diag(j0.T @ j0)), tiny)
 
         def step(carry: tuple, _: None) -> tuple:
             theta, r, j, a, b, loss, mu, nu = carry
-            g = j.T @ r
-            big_a = j.T @ j
-            scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
-            # a parameter on a bound that the gradient pushes outward is held: solving for
-            # it and clipping afterwards would leave the free ones creeping (projected LM)
-            free = ~(((theta >= hi) & (g < 0)) | ((theta <= lo) & (g > 0)))
-            keep = jnp.outer(free, free)
-            h = -jnp.linalg.solve(jnp.where(keep, big_a, 0) + jnp.where(free, mu, 1.0) * eye, jnp.where(free, g, 0))
-            h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
-            t_new = jnp.clip(theta + h, lo, hi)
-            h = t_new - theta
+            t_new, _, predicted, _, big_a = _lm_update(theta, r, j, mu, lo, hi, xp=jnp)
             r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w, fx)
-            predicted = -(g @ h) - 0.5 * h @ big_a @ h
-            rho = jnp.where(predicted > 0, (loss - loss_n) / jnp.where(predicted > 0, predicted, 1.0), -1.0)
-            accept = jnp.isfinite(loss_n) & (rho > 0) & jnp.isfinite(loss)
-            mu_acc = mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            mu_new = jnp.where(accept, mu_acc, mu * nu)
-            mu_new = jnp.clip(mu_new, 1e-20 * scale_a, 1e20 * scale_a)  # stays finite: no Python control flow
-            nu_new = jnp.where(accept, 2.0, jnp.minimum(2.0 * nu, 1e6))
+            accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_n, predicted, xp=jnp)
+            # no stall detection here (no Python control flow): the damping is kept finite instead
+            scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
+            mu_new = jnp.clip(mu_new, 1e-20 * scale_a, 1e20 * scale_a)
+            nu_new = jnp.minimum(nu_new, 1e6)
             sel = functools.partial(jnp.where, accept)
             carry = (sel(t_new, theta), sel(r_n, r), sel(j_n, j), sel(a_n, a), sel(b_n, b), sel(loss_n, loss),
                      mu_new, nu_new)
@@ -783,8 +851,10 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     ``jnp.where``), mapped over the members with ``jax.vmap`` and compiled once
     (cached per ``predict`` and options, like :func:`fit`). Residuals, noise
     models and the closed-form nuisance elimination are those of :func:`fit`
-    (see the module docstring). No bounds, no Adam fallback: members that end
-    far from a minimum are reported by ``converged`` and by their ``loss``.
+    (see the module docstring), and so are the LM step and the uncertainty
+    (:func:`_lm_update`, :func:`_uncertainty`). No stall detection and no Adam
+    fallback: members that end far from a minimum are reported by ``converged``
+    and by their ``loss``.
 
     ``predict`` must be vmappable: built from ``jc.*`` calls (e.g.
     :func:`jaxcell.simulate`, :func:`jaxcell.steady_state`, ``grid.sample``)
@@ -915,23 +985,8 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     cos = np.where(held, 0.0, cos)  # on a bound with the gradient pushing outward: optimal there
     converged = np.isfinite(loss) & (rel <= tol) & (np.max(cos, axis=1) <= gtol)
 
-    dof = n - p_count - _N_NUISANCE[nuisance]
-    if sigma is not None:
-        s2 = np.ones(batch)
-    elif dof > 0:
-        s2 = 2.0 * loss / dof
-    else:
-        s2 = np.full(batch, np.nan)
-    fisher = np.einsum("bnp,bnq->bpq", J, J)
-    fisher = np.where(np.isfinite(fisher), fisher, 0.0)
-    evals, evecs = np.linalg.eigh(fisher)
-    top = np.maximum(evals[:, -1:], 1e-300)
-    singular = evals <= 1e-10 * top
-    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
-    with np.errstate(invalid="ignore"):
-        var = s2[:, None] * np.einsum("bpk,bk->bp", evecs ** 2, inv)
-    weight_null = np.einsum("bpk,bk->bp", evecs ** 2, singular.astype(np.float64))
-    se = np.where(weight_null > 1e-4, np.inf, np.sqrt(np.maximum(var, 0.0)))
+    unc = _uncertainty(J, loss, _N_NUISANCE[nuisance], sigma is not None)
+    se, s2 = unc.stderr, unc.s2
 
     return BatchFitResult(
         params={nm: np.exp(out["theta"][:, k]) for k, nm in enumerate(names)},
