@@ -4,7 +4,7 @@
 
     jaxcell run [SCENARIO.toml | builtin-name] [--out DIR] [--resume] [--set KEY=VALUE ...]
     jaxcell run --list                    # the built-in scenarios
-    jaxcell fit SPEC.toml [--out DIR]     # fit parameters to a measured profile (jaxcell.inference)
+    jaxcell fit SPEC.toml [--out DIR]     # fit parameters to a measured profile (jaxcell.fit_cli)
     jaxcell info                          # versions, devices, precision
 
 A bad scenario or data file exits with status 2 and one line naming the file,
@@ -92,12 +92,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     try:
-        inference = importlib.import_module("jaxcell.inference")
+        fit_cli = importlib.import_module("jaxcell.fit_cli")
     except ImportError as e:
-        return _err(f"jaxcell fit is not available in this installation (jaxcell.inference: {e})")
-    fn = getattr(inference, "run_fit_cli", None)
+        return _err(f"jaxcell fit is not available in this installation (jaxcell.fit_cli: {e})")
+    fn = getattr(fit_cli, "run_fit_cli", None)
     if fn is None:
-        return _err("jaxcell fit is not available in this installation (jaxcell.inference.run_fit_cli is missing)")
+        return _err("jaxcell fit is not available in this installation (jaxcell.fit_cli.run_fit_cli is missing)")
     from jaxcell.scenario import ScenarioError
 
     try:

@@ -40,7 +40,6 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -360,6 +359,121 @@ def _unidentified_message(d: dict[str, float]) -> str:
     return msg
 
 
+# --------------------------------------------------------------------------- one LM step, one uncertainty summary
+
+
+def _lm_update(theta: Any, r: Any, j: Any, mu: Any, lo: Any, hi: Any, xp: Any = np) -> tuple:
+    """One projected Levenberg–Marquardt step in log-parameters, for :func:`fit` and :func:`fit_batch`.
+
+    Solves ``(JᵀJ + mu I) h = −Jᵀr`` over the free parameters: a parameter on a
+    bound that the gradient pushes outward is held (``h = 0``; solving for it and
+    clipping afterwards would leave the free ones creeping). The new point is
+    clipped to the bounds. A non-finite solution becomes ``h = 0``.
+
+    Args:
+        theta: ``(P,)`` log-parameters (on or inside ``[lo, hi]``).
+        r: ``(n,)`` residuals at ``theta``.
+        j: ``(n, P)`` Jacobian ``∂r/∂theta``.
+        mu: damping ``> 0`` (scalar, units of ``JᵀJ``).
+        lo, hi: ``(P,)`` bounds on ``theta`` (``±inf``: none).
+        xp: the array module: ``numpy`` (the host loop of :func:`fit`, float64)
+            or ``jax.numpy`` (traced and vmapped in :func:`fit_batch`). No Python
+            control flow on values, so both give the same step.
+
+    Returns:
+        ``(theta_new (P,), h (P,), predicted, g (P,), a (P, P))``: the clipped
+        new point, the unclipped step, the reduction of ``0.5 Σ r²`` that the
+        linear model predicts for the clipped step ``theta_new − theta``, the
+        gradient ``Jᵀr`` and ``JᵀJ``.
+    """
+    g = j.T @ r
+    a = j.T @ j
+    free = ~(((theta >= hi) & (g < 0)) | ((theta <= lo) & (g > 0)))
+    keep = xp.outer(free, free)
+    eye = xp.eye(theta.shape[0], dtype=a.dtype)
+    h = -xp.linalg.solve(xp.where(keep, a, 0.0) + xp.where(free, mu, 1.0) * eye, xp.where(free, g, 0.0))
+    h = xp.where(xp.all(xp.isfinite(h)), h, 0.0)
+    t_new = xp.clip(theta + h, lo, hi)
+    step = t_new - theta
+    predicted = -(g @ step) - 0.5 * step @ a @ step
+    return t_new, h, predicted, g, a
+
+
+def _lm_damping(mu: Any, nu: Any, loss: Any, loss_new: Any, predicted: Any, xp: Any = np) -> tuple:
+    """Accept or reject an LM step and adapt the damping (Nielsen 1999: gain ratio ``rho``).
+
+    A step is accepted when both losses are finite and the gain ratio
+    ``rho = (loss − loss_new) / predicted`` is positive; then
+    ``mu ← mu · max(1/3, 1 − (2 rho − 1)³)`` and ``nu ← 2``, else ``mu ← mu · nu``
+    and ``nu ← 2 nu``. Scalars (or 0-d arrays) of module ``xp`` (numpy or jax.numpy).
+
+    Returns:
+        ``(accept, rho, mu_new, nu_new)``.
+    """
+    ok = predicted > 0
+    rho = xp.where(ok, (loss - loss_new) / xp.where(ok, predicted, 1.0), -1.0)
+    accept = xp.isfinite(loss_new) & (rho > 0) & xp.isfinite(loss)
+    rho_c = xp.clip(rho, 0.0, 1.0)  # same factor on (0, 1], 1/3 above; no overflow for huge |rho|
+    mu_new = xp.where(accept, mu * xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho_c - 1.0) ** 3), mu * nu)
+    nu_new = xp.where(accept, 2.0, 2.0 * nu)
+    return accept, rho, mu_new, nu_new
+
+
+class _Uncertainty(NamedTuple):
+    """Uncertainty of ``B`` fits in log-parameters (see :func:`_uncertainty`)."""
+
+    s2: np.ndarray  # (B,) noise variance scale s² (1 with sigma=, NaN without degrees of freedom)
+    covariance: np.ndarray  # (B, P, P) s² (JᵀJ)⁺
+    stderr: np.ndarray  # (B, P) standard error of log(param); inf along a singular direction
+    correlation: np.ndarray  # (B, P, P)
+    directions: np.ndarray  # (B, P, P) eigenvectors of JᵀJ, one per column
+    unidentified: np.ndarray  # (B, P) bool: eigen-direction k is singular or has s.d. > max_log_sd
+
+
+def _uncertainty(j: np.ndarray, loss: np.ndarray, n_nuisance: int, sigma_given: bool,
+                 max_log_sd: float = 1.0) -> _Uncertainty:
+    """Covariance, standard errors, correlations and unidentified directions of ``B`` fits (host, float64).
+
+    ``cov = s² (JᵀJ)⁺`` with ``s² = 2 loss / (n − P − n_nuisance)`` (1 when
+    ``sigma_given``; NaN without degrees of freedom). The pseudo-inverse drops
+    eigen-directions whose eigenvalue is at most ``1e-10`` times the largest;
+    a parameter with weight above ``1e-4`` on such a direction gets ``stderr = inf``.
+    Non-finite Fisher entries (a member that diverged) count as 0.
+
+    Args:
+        j: ``(B, n, P)`` final Jacobians of the residuals in log-parameters.
+        loss: ``(B,)`` final ``0.5 Σ r²``.
+        n_nuisance: number of nuisances eliminated in closed form (0, 1, 2).
+        sigma_given: residuals are in noise s.d. units (``sigma=`` given): ``s² = 1``.
+        max_log_sd: a direction with standard deviation above this is unidentified.
+    """
+    b, n, p = j.shape
+    dof = n - p - n_nuisance
+    if sigma_given:
+        s2 = np.ones(b)
+    elif dof > 0:
+        s2 = 2.0 * np.asarray(loss, np.float64) / dof
+    else:
+        s2 = np.full(b, np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fisher = j.transpose(0, 2, 1) @ j
+    fisher = np.where(np.isfinite(fisher), fisher, 0.0)
+    evals, evecs = np.linalg.eigh(fisher)
+    top = np.maximum(evals[:, -1:], 1e-300)
+    singular = evals <= 1e-10 * top
+    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        cov = (s2[:, None, None] * (evecs * inv[:, None, :])) @ evecs.transpose(0, 2, 1)
+        sd_dir = np.sqrt(s2[:, None] * np.where(singular, np.inf, inv))
+        unidentified = singular | (sd_dir > max_log_sd)
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        d = np.sqrt(var)
+        corr = cov / (d[:, :, None] * d[:, None, :])
+    weight_null = np.sum(evecs ** 2 * singular[:, None, :], axis=2)
+    se = np.where(weight_null > 1e-4, np.inf, np.sqrt(np.maximum(var, 0.0)))
+    return _Uncertainty(s2, cov, se, corr, evecs, unidentified)
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -475,47 +589,33 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     used_fallback = False
     it = 0
     while it < maxiter:
-        g = J.T @ r
-        A = J.T @ J
         if loss == 0.0:
             converged = True
             break
+        g = J.T @ r
         cols = np.linalg.norm(J, axis=0)
         rn = math.sqrt(2 * loss)
         cos = np.abs(g) / np.where(cols > 0, cols * rn, np.inf)
         if np.max(cos, initial=0.0) <= gtol:
             converged = True
             break
-        # free directions only: a parameter at a bound pushing outwards is held
-        at_lo = (theta <= lo) & (g > 0)
-        at_hi = (theta >= hi) & (g < 0)
-        free = ~(at_lo | at_hi)
-        h = np.zeros_like(theta)
-        if free.any():
-            Af = A[np.ix_(free, free)] + mu * np.eye(int(free.sum()))
-            h[free] = -np.linalg.solve(Af, g[free])
+        t_new, h, predicted, _, A = _lm_update(theta, r, J, mu, lo, hi)
         if np.linalg.norm(h) <= xtol * (np.linalg.norm(theta) + xtol):
             converged = True
             break
-        t_new = np.clip(theta + h, lo, hi)
-        h = t_new - theta
         r_new, J_new, ab_new, loss_new = call(t_new)
         it += 1
-        predicted = -(g @ h) - 0.5 * h @ A @ h
-        rho = (loss - loss_new) / predicted if predicted > 0 else -1.0
-        if np.isfinite(loss_new) and rho > 0:
+        accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_new, predicted)
+        mu, nu = float(mu_new), float(nu_new)
+        if accept:
             decrease = loss - loss_new
             theta, r, J, ab, loss = t_new, r_new, J_new, ab_new, loss_new
-            mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            nu = 2.0
             history.append(loss)
             if decrease <= ftol * loss_new:
                 converged = True
                 break
         else:
             history.append(loss)
-            mu *= nu
-            nu *= 2.0
             scale_a = max(float(np.max(np.diag(A))), 1e-300)
             if mu > 1e12 * scale_a or not np.isfinite(mu):
                 if used_fallback or fallback_steps <= 0:
@@ -531,31 +631,12 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
                      f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
 
     # ---- uncertainty -----------------------------------------------------------------------
-    dof = n - p_count - n_nuis
-    if sig is not None:
-        s2 = 1.0
-    elif dof > 0:
-        s2 = 2.0 * loss / dof
-    else:
-        s2 = float("nan")
+    if sig is None and n - p_count - n_nuis <= 0:
         warns.append(f"{n} observations for {p_count} parameters and {n_nuis} nuisance(s): no degrees of freedom "
                      "left to estimate the noise level, so standard errors are undefined (give sigma=)")
-    F = J.T @ J
-    evals, evecs = np.linalg.eigh(F)
-    top = max(float(evals[-1]), 1e-300)
-    singular = evals <= 1e-10 * top
-    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
-    cov = s2 * (evecs * inv) @ evecs.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sd_dir = np.sqrt(s2 * np.where(singular, np.inf, inv))
-        unident_mask = singular | (sd_dir > max_log_sd)
-    unidentified = [_direction(evecs[:, i], names) for i in np.flatnonzero(unident_mask)]
-    se = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    weight_null = (evecs[:, singular] ** 2).sum(axis=1) if singular.any() else np.zeros(p_count)
-    se = np.where(weight_null > 1e-4, np.inf, se)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = np.sqrt(np.diag(cov))
-        corr = cov / np.outer(d, d)
+    unc = _uncertainty(J[None], np.asarray([loss]), n_nuis, sig is not None, max_log_sd)
+    s2, cov, se, corr = float(unc.s2[0]), unc.covariance[0], unc.stderr[0], unc.correlation[0]
+    unidentified = [_direction(unc.directions[0][:, i], names) for i in np.flatnonzero(unc.unidentified[0])]
     for u in unidentified:
         warns.append(_unidentified_message(u))
     for i, nm in enumerate(names):
@@ -602,367 +683,6 @@ def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: t
         if loss_t < best[4]:
             best = (t, r_t, J_t, ab_t, loss_t)
     return best
-
-
-# --------------------------------------------------------------------------- command line: jaxcell fit
-
-_SPEC_TOP = ("title", "description", "data", "model", "fit")
-_SPEC_DATA = ("csv",)
-_SPEC_MODEL = ("length", "spacing", "source_flux", "boundary_far", "solver", "dt")
-_SPEC_FIT = ("init", "nuisance", "noise", "maxiter")
-_SPEC_PARAMS = ("D", "k", "q")
-_FIT_FILES = ("fit.json", "residuals.png")
-_PROFILE_POINTS = 9
-_PROFILE_MAXITER = 15
-
-
-@dataclasses.dataclass(frozen=True)
-class _FitSpec:
-    label: str
-    csv: str
-    position: np.ndarray
-    time: np.ndarray | None
-    value: np.ndarray
-    length: float
-    spacing: float
-    source_flux: float
-    boundary_far: str
-    solver: str
-    dt: float
-    init: dict[str, float]
-    nuisance: str | None
-    noise: str
-    maxiter: int
-
-
-def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
-    from jaxcell.scenario import ScenarioError
-
-    return ScenarioError(file, key, problem, fix)
-
-
-def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    from jaxcell.scenario import read_numeric_csv
-
-    if not path.is_file():
-        raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
-                          "give a path relative to the spec file")
-    out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)")
-    if "time" in out and np.any(out["time"] < 0):
-        i = int(np.argmax(out["time"] < 0)) + 2
-        raise _spec_error(str(path), f"line {i}, column time", "times must be >= 0 s (the run starts at rest at 0)",
-                          "shift the times so the experiment starts at 0")
-    return out["position"], out.get("time"), out["value"]
-
-
-def _load_fit_spec(spec_path: str) -> _FitSpec:
-    import tomllib
-
-    from jaxcell.scenario import _Checker
-
-    label = str(spec_path)
-    path = Path(spec_path)
-    if not path.is_file():
-        raise _spec_error(label, "", "no such fit specification file", "check the path")
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise _spec_error(label, "", f"cannot read the file ({e.__class__.__name__})",
-                          "check it is a UTF-8 text file you can read") from None
-    except tomllib.TOMLDecodeError as e:
-        raise _spec_error(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
-    c = _Checker(label)
-    c.keys(raw, "", _SPEC_TOP, required=("data", "model", "fit"))
-    data = c.table(raw["data"], "data")
-    c.keys(data, "data", _SPEC_DATA, required=("csv",))
-    model = c.table(raw["model"], "model")
-    c.keys(model, "model", _SPEC_MODEL, required=("length", "spacing"))
-    fitt = c.table(raw["fit"], "fit")
-    c.keys(fitt, "fit", _SPEC_FIT, required=("init",))
-
-    length = c.number(model["length"], "model.length", "µm", positive=True)
-    spacing = c.number(model["spacing"], "model.spacing", "µm", positive=True)
-    n = round(length / spacing)
-    if n < 2 or abs(n * spacing - length) > 1e-6 * length:
-        raise c.err("model.spacing", f"length {length:g} µm is not a whole number (>= 2) of voxels of {spacing:g} µm",
-                    "choose a spacing that divides the length")
-    source_flux = c.number(model.get("source_flux", 1.0), "model.source_flux", "amount/s", positive=True)
-    boundary_far = c.string(model.get("boundary_far", "noflux"), "model.boundary_far", ("noflux", "dirichlet"))
-    solver = c.string(model.get("solver", "implicit"), "model.solver", ("implicit", "explicit"))
-    dt = c.number(model["dt"], "model.dt", "s", positive=True) if "dt" in model else None
-
-    init_t = c.table(fitt["init"], "fit.init")
-    c.keys(init_t, "fit.init", _SPEC_PARAMS, required=("D", "k"))
-    units = {"D": "µm²/s", "k": "1/s", "q": "amount/s"}
-    init = {k: c.number(v, f"fit.init.{k}", units[k], positive=True) for k, v in init_t.items()}
-    nuis = c.string(fitt.get("nuisance", "none"), "fit.nuisance", ("none", "scale", "scale+offset"))
-    noise = c.string(fitt.get("noise", "additive"), "fit.noise", NOISES)
-    if nuis == "scale+offset" and noise == "multiplicative":
-        raise c.err("fit.nuisance", "an offset needs additive noise", 'use nuisance = "scale" or noise = "additive"')
-    maxiter = c.integer(fitt.get("maxiter", 100), "fit.maxiter", minimum=1)
-
-    csv_name = data["csv"]
-    if not isinstance(csv_name, str):
-        raise c.err("data.csv", "must be a string (a path)", 'write csv = "profile.csv"')
-    position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
-    bad = (position < -1e-9 * length) | (position > length * (1 + 1e-9))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise _spec_error(csv_name, f"line {i + 2}, column position",
-                          f"{position[i]:g} µm lies outside the domain [0, {length:g}] µm",
-                          "fix the position or enlarge model.length")
-    if time is not None and dt is None:
-        raise c.err("model.dt", "missing (the data have a time column, so the model is simulated)",
-                    "add dt = ... (s) to [model]")
-    if noise == "multiplicative" and np.any(value <= 0):
-        i = int(np.argmax(value <= 0))
-        raise _spec_error(csv_name, f"line {i + 2}, column value",
-                          f"value {value[i]:g} is not > 0, which multiplicative noise needs",
-                          'drop that row or use noise = "additive"')
-    return _FitSpec(label, csv_name, position, time, value, length, spacing, source_flux, boundary_far, solver,
-                    dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
-
-
-def _diffusion_cap(spec: _FitSpec) -> float | None:
-    """The explicit solver's static bound on a fitted D (10 × its start), or None when not needed."""
-    return 10.0 * spec.init["D"] if spec.solver == "explicit" and spec.time is not None else None
-
-
-def _fit_predict(spec: _FitSpec) -> Predict:
-    import jaxcell as jc
-
-    grid = jc.Grid((round(spec.length / spec.spacing),), spacing=spec.spacing)
-    far = {"x+": jc.Dirichlet(0.0)} if spec.boundary_far == "dirichlet" else {}
-    if spec.time is None:
-        points = spec.position[:, None]
-
-        def predict(p: dict[str, jax.Array]) -> jax.Array:
-            flux = p.get("q", spec.source_flux)
-            m = jc.Model(grid, [jc.Substrate("signal", diffusion=p["D"], decay=p["k"],
-                                             boundary={"x-": jc.Flux(flux), **far})], solver=spec.solver)
-            return grid.sample(jc.steady_state(m)[0], points)
-
-        return predict
-    times, ti = np.unique(spec.time, return_inverse=True)
-    xs, xi = np.unique(spec.position, return_inverse=True)
-    points = xs[:, None]
-    t_end = float(times[-1])
-
-    def predict_t(p: dict[str, jax.Array]) -> jax.Array:
-        flux = p.get("q", spec.source_flux)
-        m = jc.Model(grid, [jc.Substrate("signal", diffusion=p["D"], decay=p["k"],
-                                         boundary={"x-": jc.Flux(flux), **far})], solver=spec.solver,
-                     max_diffusion=_diffusion_cap(spec))
-        _, tr = jc.simulate(m, m.init(), t_end=t_end, dt=spec.dt, save_at=times)
-        frames = grid.sample(tr.fields[:, 0], points)  # (T, M)
-        return frames[ti, xi]
-
-    return predict_t
-
-
-def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict[str, list]]:
-    """Profile likelihood: loss with each parameter held on a grid around the optimum, the others re-fitted.
-
-    The grid of held values is one :func:`fit_batch` per parameter (one
-    compiled program, the held value traced), started from the best fit.
-    """
-    out: dict[str, dict[str, list]] = {}
-    for name in res.names:
-        best = res.params[name]
-        se = res.stderr[name]
-        span = float(np.clip(3.0 * se, 0.1, 1.0)) if np.isfinite(se) else 1.0
-        values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
-        cap = _diffusion_cap(spec) if name == "D" else None
-        if cap is not None:  # the explicit solver cannot run past its bound
-            values = values[values <= cap * (1 + 1e-12)]
-        others = {n: res.params[n] for n in res.names if n != name}
-        if others:
-            try:
-                capped = _diffusion_cap(spec) if "D" in others else None
-                batch = fit_batch(predict, spec.value, others, fixed={name: values}, nuisance=spec.nuisance,
-                                  noise=spec.noise, iterations=_PROFILE_MAXITER,
-                                  bounds=None if capped is None else {"D": (None, capped)})
-                losses = [float(v) for v in batch.loss]
-            except ValueError:
-                losses = [float("nan")] * len(values)
-        else:
-            loss = jax.jit(objective(predict, spec.value, nuisance=spec.nuisance, noise=spec.noise))
-            losses = [float(loss({name: jnp.asarray(v, float_dtype())})) for v in values]
-        out[name] = {"values": [float(v) for v in values], "loss": [_finite(v) for v in losses]}
-    return out
-
-
-def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,
-                 profile: dict[str, dict[str, list]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = 1.0 if res.scale is None else res.scale
-    b = 0.0 if res.offset is None else res.offset
-    model_y = a * pred + b
-    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1))
-    groups = [(None, np.ones(spec.value.shape, bool))] if spec.time is None else \
-        [(t, spec.time == t) for t in np.unique(spec.time)]
-    for t, sel in groups:
-        order = np.argsort(spec.position[sel])
-        lab = "" if t is None else f" t = {t:g} s"
-        line = ax0.plot(spec.position[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
-        ax0.plot(spec.position[sel], spec.value[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
-        ax1.plot(spec.position[sel], res.residuals.reshape(-1)[sel], "o", ms=3, color=line.get_color())
-    if spec.noise == "multiplicative":
-        ax0.set_yscale("log")
-    ax0.set_ylabel("value")
-    ax0.legend(fontsize="small")
-    ax0.set_title(", ".join(f"{n} = {v:.3g}" for n, v in res.params.items()))
-    ax1.axhline(0.0, color="k", lw=0.8)
-    ax1.set_xlabel("position (µm)")
-    ax1.set_ylabel("log residual" if spec.noise == "multiplicative" else "residual")
-    fig.tight_layout()
-    fig.savefig(folder / "residuals.png", dpi=100)
-    plt.close(fig)
-    s2 = res.sigma ** 2 if np.isfinite(res.sigma) and res.sigma > 0 else 1.0
-    best = float(res.loss[-1])
-    for name, prof in profile.items():
-        fig, ax = plt.subplots(figsize=(5.0, 3.6))
-        loss = np.array([np.nan if x is None else x for x in prof["loss"]], np.float64)
-        ax.plot(prof["values"], (loss - best) / s2, "o-")
-        ax.axvline(res.params[name], color="k", lw=0.8, ls=":")
-        ax.axhline(1.92, color="r", lw=0.8, ls="--", label="95% (Δ = 1.92)")
-        ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel("Δ loss / σ²")
-        ax.set_title(f"profile likelihood of {name}")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(folder / f"profile_{name}.png", dpi=100)
-        plt.close(fig)
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
-    """``jaxcell fit SPEC.toml [--out DIR]``: fit D, k (and optionally the source flux) to a measured 1D profile.
-
-    SPEC.toml (unknown keys are errors)::
-
-        title = "..."                       # optional free text
-        description = "..."
-        [data]
-        csv = "profile.csv"                 # relative to the spec; header row with columns
-                                            # position (µm), value, and optionally time (s)
-        [model]                             # a 1D domain [0, length] µm
-        length = 150.0                      # µm
-        spacing = 2.5                       # µm, must divide length
-        source_flux = 1.0                   # inward flux at x- (amount/s); default 1.0
-        boundary_far = "noflux"             # x+ face: "noflux" (default) or "dirichlet" (held at 0)
-        solver = "implicit"                 # "implicit" (default) or "explicit" (time courses;
-                                            #  D is then kept <= 10 × init D, its static bound)
-        dt = 30.0                           # s; required when the data have a time column
-        [fit]
-        init = { D = 0.05, k = 1e-4 }       # starting values (µm²/s, 1/s); add q = ... to fit the source flux
-        nuisance = "none"                   # "none" (default), "scale" or "scale+offset"
-        noise = "additive"                  # or "multiplicative" (log-normal; values > 0)
-        maxiter = 100                       # Levenberg–Marquardt iterations
-
-    Without a ``time`` column the model is the steady state (:func:`jaxcell.steady_state`);
-    with one it is :func:`jaxcell.simulate` from rest (c = 0 at t = 0) saved at the
-    unique times, and each row is compared with the model at its (time, position).
-    The model's prediction at the data positions (linear interpolation, ``grid.sample``)
-    is fitted with :func:`fit`.
-
-    Writes DIR (default ``./jaxcell-fit``), atomically (a temporary folder beside
-    it, renamed at the end; an existing DIR is replaced only if it holds a
-    ``fit.json``):
-
-    * ``fit.json``: ``params``, ``stderr`` (standard error of log(param) = relative
-      error; null where unidentified), ``correlation`` (names, matrix), ``warnings``,
-      ``unidentified``, ``converged``, ``lambda_um`` = √(D/k), scale/offset, noise
-      sigma, loss, iterations, and the profile likelihood values;
-    * ``residuals.png``: data against the fitted model, and the residuals;
-    * ``profile_<param>.png``: the profile likelihood of each parameter: the loss
-      (over σ²) with that parameter fixed at 9 values around the optimum and the
-      others re-fitted (at most 15 iterations each).
-
-    Matplotlib (the ``jaxcell[io]`` extra) is imported lazily.
-
-    Returns:
-        0 on success. Raises :class:`jaxcell.scenario.ScenarioError` (one line: file,
-        key, fix; the CLI prints it and exits 2) for a bad spec, data file, output
-        folder or a failed fit; nothing is written then.
-    """
-    import json
-    import os
-    import shutil
-    import tempfile
-
-    spec = _load_fit_spec(spec_path)
-    out = Path(out_dir if out_dir is not None else "jaxcell-fit")
-    if out.exists() and (not out.is_dir() or (os.listdir(out) and not (out / "fit.json").is_file())):
-        raise _spec_error(str(out), "", "exists and is not a jaxcell fit output folder",
-                          "choose another --out (jaxcell only replaces folders it wrote)")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise _spec_error("jaxcell fit", "", "the figures need matplotlib, which is not installed",
-                          "install the extra: pip install 'jaxcell[io]'") from None
-
-    predict = _fit_predict(spec)
-    cap = _diffusion_cap(spec)
-    try:
-        res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter,
-                  bounds=None if cap is None else {"D": (None, cap)})
-    except ValueError as e:
-        raise _spec_error(spec.label, "fit", f"the fit failed: {e}",
-                          "check [fit] init (plausible starting values) and [model]") from None
-    if cap is not None and res.params["D"] >= 0.99 * cap:
-        note = (f"D = {res.params['D']:.4g} µm²/s stopped at the explicit solver's bound 10 × init D = "
-                f'{cap:.4g}: raise [fit] init D or use solver = "implicit"')
-        res = dataclasses.replace(res, warnings=[*res.warnings, note])
-    pred = np.asarray(predict({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
-    profile = _profile(predict, spec, res)
-
-    summary = {
-        "spec": spec.label,
-        "data": spec.csv,
-        "params": res.params,
-        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
-        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
-        "correlation": {"names": list(res.names),
-                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
-        "warnings": list(res.warnings),
-        "unidentified": res.unidentified,
-        "converged": bool(res.converged),
-        "scale": None if res.scale is None else _finite(res.scale),
-        "offset": None if res.offset is None else _finite(res.offset),
-        "sigma": _finite(res.sigma),
-        "loss": float(res.loss[-1]),
-        "iterations": int(res.iterations),
-        "nuisance": spec.nuisance,
-        "noise": spec.noise,
-        "profile": profile,
-    }
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
-    try:
-        (tmp / "fit.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", "utf-8")
-        _fit_figures(tmp, spec, res, pred, profile)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    lam = summary["lambda_um"]
-    print(f"jaxcell: fit {spec.label}: " + ", ".join(f"{n} = {v:.4g}" for n, v in res.params.items())
-          + f" (λ = {lam:.3g} µm){'' if res.converged else ', NOT converged'}; outputs in {out}")
-    for w in res.warnings:
-        print(f"jaxcell: warning: {w}")
-    return 0
 
 
 # --------------------------------------------------------------------------- batched fits (vmap)
@@ -1033,32 +753,18 @@ def _compiled_batch(predict: Predict, names: tuple[str, ...], shape: tuple[int, 
             hi: jax.Array) -> dict[str, jax.Array]:
         theta0 = jnp.clip(theta0, lo, hi)
         r0, j0, a0, b0, loss0 = evaluate(theta0, o, w, fx)
-        p = theta0.shape[0]
-        eye = jnp.eye(p, dtype=theta0.dtype)
         tiny = jnp.asarray(1e-300 if theta0.dtype == jnp.float64 else 1e-30, theta0.dtype)
         mu0 = damping * jnp.maximum(jnp.max(jnp.diag(j0.T @ j0)), tiny)
 
         def step(carry: tuple, _: None) -> tuple:
             theta, r, j, a, b, loss, mu, nu = carry
-            g = j.T @ r
-            big_a = j.T @ j
-            scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
-            # a parameter on a bound that the gradient pushes outward is held: solving for
-            # it and clipping afterwards would leave the free ones creeping (projected LM)
-            free = ~(((theta >= hi) & (g < 0)) | ((theta <= lo) & (g > 0)))
-            keep = jnp.outer(free, free)
-            h = -jnp.linalg.solve(jnp.where(keep, big_a, 0) + jnp.where(free, mu, 1.0) * eye, jnp.where(free, g, 0))
-            h = jnp.where(jnp.all(jnp.isfinite(h)), h, 0.0)
-            t_new = jnp.clip(theta + h, lo, hi)
-            h = t_new - theta
+            t_new, _, predicted, _, big_a = _lm_update(theta, r, j, mu, lo, hi, xp=jnp)
             r_n, j_n, a_n, b_n, loss_n = evaluate(t_new, o, w, fx)
-            predicted = -(g @ h) - 0.5 * h @ big_a @ h
-            rho = jnp.where(predicted > 0, (loss - loss_n) / jnp.where(predicted > 0, predicted, 1.0), -1.0)
-            accept = jnp.isfinite(loss_n) & (rho > 0) & jnp.isfinite(loss)
-            mu_acc = mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-            mu_new = jnp.where(accept, mu_acc, mu * nu)
-            mu_new = jnp.clip(mu_new, 1e-20 * scale_a, 1e20 * scale_a)  # stays finite: no Python control flow
-            nu_new = jnp.where(accept, 2.0, jnp.minimum(2.0 * nu, 1e6))
+            accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_n, predicted, xp=jnp)
+            # no stall detection here (no Python control flow): the damping is kept finite instead
+            scale_a = jnp.maximum(jnp.max(jnp.diag(big_a)), tiny)
+            mu_new = jnp.clip(mu_new, 1e-20 * scale_a, 1e20 * scale_a)
+            nu_new = jnp.minimum(nu_new, 1e6)
             sel = functools.partial(jnp.where, accept)
             carry = (sel(t_new, theta), sel(r_n, r), sel(j_n, j), sel(a_n, a), sel(b_n, b), sel(loss_n, loss),
                      mu_new, nu_new)
@@ -1145,8 +851,10 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     ``jnp.where``), mapped over the members with ``jax.vmap`` and compiled once
     (cached per ``predict`` and options, like :func:`fit`). Residuals, noise
     models and the closed-form nuisance elimination are those of :func:`fit`
-    (see the module docstring). No bounds, no Adam fallback: members that end
-    far from a minimum are reported by ``converged`` and by their ``loss``.
+    (see the module docstring), and so are the LM step and the uncertainty
+    (:func:`_lm_update`, :func:`_uncertainty`). No stall detection and no Adam
+    fallback: members that end far from a minimum are reported by ``converged``
+    and by their ``loss``.
 
     ``predict`` must be vmappable: built from ``jc.*`` calls (e.g.
     :func:`jaxcell.simulate`, :func:`jaxcell.steady_state`, ``grid.sample``)
@@ -1277,23 +985,8 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     cos = np.where(held, 0.0, cos)  # on a bound with the gradient pushing outward: optimal there
     converged = np.isfinite(loss) & (rel <= tol) & (np.max(cos, axis=1) <= gtol)
 
-    dof = n - p_count - _N_NUISANCE[nuisance]
-    if sigma is not None:
-        s2 = np.ones(batch)
-    elif dof > 0:
-        s2 = 2.0 * loss / dof
-    else:
-        s2 = np.full(batch, np.nan)
-    fisher = np.einsum("bnp,bnq->bpq", J, J)
-    fisher = np.where(np.isfinite(fisher), fisher, 0.0)
-    evals, evecs = np.linalg.eigh(fisher)
-    top = np.maximum(evals[:, -1:], 1e-300)
-    singular = evals <= 1e-10 * top
-    inv = np.where(singular, 0.0, 1.0 / np.where(singular, 1.0, evals))
-    with np.errstate(invalid="ignore"):
-        var = s2[:, None] * np.einsum("bpk,bk->bp", evecs ** 2, inv)
-    weight_null = np.einsum("bpk,bk->bp", evecs ** 2, singular.astype(np.float64))
-    se = np.where(weight_null > 1e-4, np.inf, np.sqrt(np.maximum(var, 0.0)))
+    unc = _uncertainty(J, loss, _N_NUISANCE[nuisance], sigma is not None)
+    se, s2 = unc.stderr, unc.s2
 
     return BatchFitResult(
         params={nm: np.exp(out["theta"][:, k]) for k, nm in enumerate(names)},

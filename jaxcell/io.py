@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcell._version import __version__
+from jaxcell.atomic import why_not_replaceable, write_npz, write_text
 from jaxcell.boundary import Dirichlet, Flux
 from jaxcell.cells import coupling_weights, gather
 from jaxcell.grid import AXES
@@ -81,34 +82,9 @@ def require_io() -> tuple[ModuleType, ModuleType, ModuleType]:
 # Atomic files and the in-progress folder
 
 
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
-
-
 def partial_dir(out: Path) -> Path:
     """The in-progress folder of output folder ``out``: ``out.partial`` beside it."""
     return out.with_name(out.name + ".partial")
-
-
-def _check_out(out: Path) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"{out}: exists and is not a folder; choose another --out")
-        entries = set(os.listdir(out))
-        if entries and not {"summary.json", "fields.zarr"} <= entries:
-            raise OutputError(f"{out}: exists and is not a jaxcell output folder; choose another --out "
-                              f"(jaxcell only replaces folders it wrote)")
 
 
 def _meta(sc: Scenario) -> dict:
@@ -122,8 +98,8 @@ def _meta(sc: Scenario) -> dict:
 
 def _save_state(path: Path, state: State, chunk: int) -> None:
     leaves = jax.tree_util.tree_leaves(state)
-    _atomic_npz(path, chunk=np.asarray(chunk), t_static=np.asarray(state.t_static, np.float64),
-                **{f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
+    write_npz(path, chunk=np.asarray(chunk), t_static=np.asarray(state.t_static, np.float64),
+              **{f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
 def _load_state(path: Path, template: State) -> tuple[State, int]:
@@ -216,7 +192,9 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
     say = log or (lambda m: print(m, file=sys.stderr))
     zarr, xr, mpl = require_io()
     out = Path(out).absolute()
-    _check_out(out)
+    problem = why_not_replaceable(out, ("summary.json", "fields.zarr"))
+    if problem is not None:
+        raise OutputError(f"{out}: {problem}; choose another --out (jaxcell only replaces folders it wrote)")
     part = partial_dir(out)
     meta = _meta(sc)
     if part.exists() and not (part / _MARK).exists():
@@ -244,9 +222,9 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
         if part.exists():
             shutil.rmtree(part)
         (part / "frames").mkdir(parents=True)
-        _atomic_text(part / _MARK, json.dumps(meta))
-        _atomic_text(part / "scenario.toml", sc.text)
-        _atomic_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
+        write_text(part / _MARK, json.dumps(meta))
+        write_text(part / "scenario.toml", sc.text)
+        write_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
         _save_state(part / "state.npz", state0, 0)
 
     dt = sc.run.dt
@@ -264,7 +242,7 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
             jax.block_until_ready(state.fields)
             frame = _frame(sc, state)
             chunk_times.append(time.perf_counter() - t0)
-            _atomic_npz(part / "frames" / f"frame_{k:06d}.npz", **frame)
+            write_npz(part / "frames" / f"frame_{k:06d}.npz", **frame)
             _save_state(part / "state.npz", state, k)
             ran += 1
             bar(k, float(times[k]))
@@ -284,7 +262,7 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
     if figures:
         _figures(sc, frames, final, mpl)
     summary["outputs"] = {p.name: _size(p) for p in sorted(final.iterdir())}
-    _atomic_text(final / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_text(final / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
 
     # Publish: the finished folder replaces an earlier jaxcell output in one rename.
     if out.exists():

@@ -95,8 +95,8 @@ def test_fit_subcommand_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[s
     import types
 
     calls = []
-    fake = types.ModuleType("jaxcell.inference")
-    monkeypatch.setitem(sys.modules, "jaxcell.inference", fake)
+    fake = types.ModuleType("jaxcell.fit_cli")
+    monkeypatch.setitem(sys.modules, "jaxcell.fit_cli", fake)
     assert main(["fit", str(tmp_path / "spec.toml")]) == 2
     assert "run_fit_cli is missing" in capsys.readouterr().err
     fake.run_fit_cli = lambda spec, out: calls.append((spec, out)) or 0

@@ -369,3 +369,51 @@ def test_clear_errors():
         fit(lambda p: jnp.log(p["lam"] - 2.0) * jnp.ones(5), obs, {"lam": 1.0})  # NaN at init
     with pytest.raises(ValueError, match="> 0"):
         fit(lambda p: (p["lam"] - 2.0) * jnp.ones(5), obs, {"lam": 1.0}, noise="multiplicative")
+
+
+def test_lm_update_numpy_and_jax_agree_and_hold_a_parameter_on_its_bound():
+    """fit (NumPy, host) and fit_batch (jax.numpy, traced) take the same LM step; a bound pushed outward holds."""
+    import jax.numpy as jnp
+
+    from jaxcell.inference import _lm_update
+
+    rng = np.random.default_rng(3)
+    j = rng.standard_normal((12, 3))
+    r = rng.standard_normal(12)
+    theta = np.array([0.1, -0.2, 0.3])
+    lo, hi = np.full(3, -np.inf), np.full(3, np.inf)
+    t_np, h_np, pred_np, g, a = _lm_update(theta, r, j, 0.5, lo, hi)
+    np.testing.assert_allclose(h_np, -np.linalg.solve(j.T @ j + 0.5 * np.eye(3), j.T @ r), rtol=1e-12)
+    t_j, h_j, pred_j, _, _ = _lm_update(jnp.asarray(theta), jnp.asarray(r), jnp.asarray(j), 0.5, jnp.asarray(lo),
+                                        jnp.asarray(hi), xp=jnp)
+    np.testing.assert_allclose(np.asarray(t_j), t_np, rtol=1e-12)
+    assert abs(float(pred_j) - pred_np) <= 1e-12 * abs(pred_np) and pred_np > 0
+    # parameter 0 sits on its upper bound and the gradient pushes it up: held, the others solve without it
+    hi_b = np.array([theta[0] if g[0] < 0 else np.inf, np.inf, np.inf])
+    lo_b = np.array([theta[0] if g[0] > 0 else -np.inf, -np.inf, -np.inf])
+    t_b, h_b, _, _, _ = _lm_update(theta, r, j, 0.5, lo_b, hi_b)
+    assert h_b[0] == 0.0 and t_b[0] == theta[0]
+    np.testing.assert_allclose(h_b[1:], -np.linalg.solve(a[1:, 1:] + 0.5 * np.eye(2), g[1:]), rtol=1e-12)
+
+
+def test_uncertainty_matches_the_inverse_fisher_and_flags_a_null_direction():
+    from jaxcell.inference import _uncertainty
+
+    rng = np.random.default_rng(4)
+    j = rng.standard_normal((2, 20, 3))
+    j[1, :, 2] = j[1, :, 1]  # member 1: parameters 1 and 2 enter only through their sum
+    loss = np.array([0.8, 0.5])
+    u = _uncertainty(j, loss, n_nuisance=1, sigma_given=False)
+    s2 = 2 * loss / (20 - 3 - 1)
+    np.testing.assert_allclose(u.s2, s2, rtol=1e-14)
+    cov0 = s2[0] * np.linalg.inv(j[0].T @ j[0])
+    np.testing.assert_allclose(u.covariance[0], cov0, rtol=1e-10)
+    np.testing.assert_allclose(u.stderr[0], np.sqrt(np.diag(cov0)), rtol=1e-10)
+    np.testing.assert_allclose(np.diag(u.correlation[0]), 1.0, rtol=1e-12)
+    assert not u.unidentified[0].any()
+    assert np.isfinite(u.stderr[1, 0]) and np.isinf(u.stderr[1, 1:]).all()
+    k = int(np.flatnonzero(u.unidentified[1])[0])
+    v = u.directions[1][:, k]
+    np.testing.assert_allclose(np.abs(v), [0.0, 2 ** -0.5, 2 ** -0.5], atol=1e-8)  # D-k-like ridge: (0, 1, -1)/√2
+    assert v[1] * v[2] < 0
+    np.testing.assert_array_equal(_uncertainty(j, loss, 1, sigma_given=True).s2, 1.0)

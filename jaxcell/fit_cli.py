@@ -1,0 +1,403 @@
+"""The ``jaxcell fit`` command: fit D, k (and optionally the source flux) to a measured 1D profile.
+
+Reads a fit specification (TOML, format in :func:`run_fit_cli`) and a CSV of
+measurements, builds the 1D model (:class:`jaxcell.model.Model`, steady state or
+simulated time course), fits it with :func:`jaxcell.inference.fit`, computes
+each parameter's profile likelihood with :func:`jaxcell.inference.fit_batch`,
+and writes ``fit.json`` and PNG figures to an output folder that appears in one
+rename (:mod:`jaxcell.atomic`). The fitting maths lives in :mod:`jaxcell.inference`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcell._node import float_dtype
+from jaxcell.atomic import staging, why_not_replaceable, write_text
+from jaxcell.grid import Grid
+from jaxcell.inference import NOISES, FitResult, Predict, fit, fit_batch, objective
+from jaxcell.model import Model
+from jaxcell.scenario import Checker, ScenarioError, read_numeric_csv
+from jaxcell.simulate import simulate
+from jaxcell.solvers import get as get_solver
+from jaxcell.solvers import names as solver_names
+from jaxcell.steady import steady_state
+from jaxcell.substrate import Dirichlet, Flux, Substrate
+
+__all__ = ["run_fit_cli"]
+
+_SPEC_TOP = ("title", "description", "data", "model", "fit")
+_SPEC_DATA = ("csv",)
+_SPEC_MODEL = ("length", "spacing", "source_flux", "boundary_far", "solver", "dt")
+_SPEC_FIT = ("init", "nuisance", "noise", "maxiter")
+_SPEC_PARAMS = ("D", "k", "q")
+_MARKERS = ("fit.json",)  # an output folder holding these is ours to replace
+_PROFILE_POINTS = 9
+_PROFILE_MAXITER = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitSpec:
+    """A checked fit specification: the data (µm, s, value units) and the model and fit options."""
+
+    label: str
+    csv: str
+    position: np.ndarray
+    time: np.ndarray | None
+    value: np.ndarray
+    length: float
+    spacing: float
+    source_flux: float
+    boundary_far: str
+    solver: str
+    dt: float
+    init: dict[str, float]
+    nuisance: str | None
+    noise: str
+    maxiter: int
+
+
+def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
+    """A one-line error naming ``file``, ``key``, the problem and the fix (what the CLI prints)."""
+    return ScenarioError(file, key, problem, fix)
+
+
+def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The data file: ``(position (M,) µm, time (M,) s or None, value (M,))``, one entry per row."""
+    if not path.is_file():
+        raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
+                          "give a path relative to the spec file")
+    out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)")
+    if "time" in out and np.any(out["time"] < 0):
+        i = int(np.argmax(out["time"] < 0)) + 2
+        raise _spec_error(str(path), f"line {i}, column time", "times must be >= 0 s (the run starts at rest at 0)",
+                          "shift the times so the experiment starts at 0")
+    return out["position"], out.get("time"), out["value"]
+
+
+def _load_fit_spec(spec_path: str) -> _FitSpec:
+    """Read and check SPEC.toml and its data file; raises :class:`ScenarioError` (file, key, fix)."""
+    label = str(spec_path)
+    path = Path(spec_path)
+    if not path.is_file():
+        raise _spec_error(label, "", "no such fit specification file", "check the path")
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise _spec_error(label, "", f"cannot read the file ({e.__class__.__name__})",
+                          "check it is a UTF-8 text file you can read") from None
+    except tomllib.TOMLDecodeError as e:
+        raise _spec_error(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
+    c = Checker(label)
+    c.keys(raw, "", _SPEC_TOP, required=("data", "model", "fit"))
+    data = c.table(raw["data"], "data")
+    c.keys(data, "data", _SPEC_DATA, required=("csv",))
+    model = c.table(raw["model"], "model")
+    c.keys(model, "model", _SPEC_MODEL, required=("length", "spacing"))
+    fitt = c.table(raw["fit"], "fit")
+    c.keys(fitt, "fit", _SPEC_FIT, required=("init",))
+
+    length = c.number(model["length"], "model.length", "µm", positive=True)
+    spacing = c.number(model["spacing"], "model.spacing", "µm", positive=True)
+    n = round(length / spacing)
+    if n < 2 or abs(n * spacing - length) > 1e-6 * length:
+        raise c.err("model.spacing", f"length {length:g} µm is not a whole number (>= 2) of voxels of {spacing:g} µm",
+                    "choose a spacing that divides the length")
+    source_flux = c.number(model.get("source_flux", 1.0), "model.source_flux", "amount/s", positive=True)
+    boundary_far = c.string(model.get("boundary_far", "noflux"), "model.boundary_far", ("noflux", "dirichlet"))
+    solver = c.string(model.get("solver", "implicit"), "model.solver", solver_names())
+    dt = c.number(model["dt"], "model.dt", "s", positive=True) if "dt" in model else None
+
+    init_t = c.table(fitt["init"], "fit.init")
+    c.keys(init_t, "fit.init", _SPEC_PARAMS, required=("D", "k"))
+    units = {"D": "µm²/s", "k": "1/s", "q": "amount/s"}
+    init = {k: c.number(v, f"fit.init.{k}", units[k], positive=True) for k, v in init_t.items()}
+    nuis = c.string(fitt.get("nuisance", "none"), "fit.nuisance", ("none", "scale", "scale+offset"))
+    noise = c.string(fitt.get("noise", "additive"), "fit.noise", NOISES)
+    if nuis == "scale+offset" and noise == "multiplicative":
+        raise c.err("fit.nuisance", "an offset needs additive noise", 'use nuisance = "scale" or noise = "additive"')
+    maxiter = c.integer(fitt.get("maxiter", 100), "fit.maxiter", minimum=1)
+
+    csv_name = data["csv"]
+    if not isinstance(csv_name, str):
+        raise c.err("data.csv", "must be a string (a path)", 'write csv = "profile.csv"')
+    position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
+    bad = (position < -1e-9 * length) | (position > length * (1 + 1e-9))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise _spec_error(csv_name, f"line {i + 2}, column position",
+                          f"{position[i]:g} µm lies outside the domain [0, {length:g}] µm",
+                          "fix the position or enlarge model.length")
+    if time is not None and dt is None:
+        raise c.err("model.dt", "missing (the data have a time column, so the model is simulated)",
+                    "add dt = ... (s) to [model]")
+    if noise == "multiplicative" and np.any(value <= 0):
+        i = int(np.argmax(value <= 0))
+        raise _spec_error(csv_name, f"line {i + 2}, column value",
+                          f"value {value[i]:g} is not > 0, which multiplicative noise needs",
+                          'drop that row or use noise = "additive"')
+    return _FitSpec(label, csv_name, position, time, value, length, spacing, source_flux, boundary_far, solver,
+                    dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
+
+
+def _diffusion_cap(spec: _FitSpec) -> float | None:
+    """The static bound on a fitted D (µm²/s, 10 × its start) that a time course with a solver
+    needing one (``Solver.needs_diffusion_bound``, e.g. explicit) runs under; None when not needed."""
+    needed = get_solver(spec.solver).needs_diffusion_bound and spec.time is not None
+    return 10.0 * spec.init["D"] if needed else None
+
+
+def _fit_predict(spec: _FitSpec) -> Predict:
+    """``params -> prediction (M,)`` at the data rows: D (µm²/s), k (1/s) and optionally q (amount/s) in ``params``.
+
+    Without a time column: the steady state sampled at the positions; with one:
+    a run from rest saved at the unique times, then row ``i`` reads its
+    (time, position). Traceable and vmappable in the parameters.
+    """
+    grid = Grid((round(spec.length / spec.spacing),), spacing=spec.spacing)
+    far = {"x+": Dirichlet(0.0)} if spec.boundary_far == "dirichlet" else {}
+    if spec.time is None:
+        points = spec.position[:, None]
+
+        def predict(p: dict[str, jax.Array]) -> jax.Array:
+            flux = p.get("q", spec.source_flux)
+            m = Model(grid, [Substrate("signal", diffusion=p["D"], decay=p["k"],
+                                       boundary={"x-": Flux(flux), **far})], solver=spec.solver)
+            return grid.sample(steady_state(m)[0], points)
+
+        return predict
+    times, ti = np.unique(spec.time, return_inverse=True)
+    xs, xi = np.unique(spec.position, return_inverse=True)
+    points = xs[:, None]
+    t_end = float(times[-1])
+
+    def predict_t(p: dict[str, jax.Array]) -> jax.Array:
+        flux = p.get("q", spec.source_flux)
+        m = Model(grid, [Substrate("signal", diffusion=p["D"], decay=p["k"],
+                                   boundary={"x-": Flux(flux), **far})], solver=spec.solver,
+                  max_diffusion=_diffusion_cap(spec))
+        _, tr = simulate(m, m.init(), t_end=t_end, dt=spec.dt, save_at=times)
+        frames = grid.sample(tr.fields[:, 0], points)  # (T, M)
+        return frames[ti, xi]
+
+    return predict_t
+
+
+def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict[str, list]]:
+    """Profile likelihood: loss with each parameter held on a grid around the optimum, the others re-fitted.
+
+    The grid of held values is one :func:`fit_batch` per parameter (one
+    compiled program, the held value traced), started from the best fit.
+
+    Returns:
+        name -> ``{"values": [...] (parameter units), "loss": [...] (0.5 Σ r², None where not finite)}``,
+        up to ``_PROFILE_POINTS`` entries each.
+    """
+    out: dict[str, dict[str, list]] = {}
+    for name in res.names:
+        best = res.params[name]
+        se = res.stderr[name]
+        span = float(np.clip(3.0 * se, 0.1, 1.0)) if np.isfinite(se) else 1.0
+        values = best * np.exp(np.linspace(-span, span, _PROFILE_POINTS))
+        cap = _diffusion_cap(spec) if name == "D" else None
+        if cap is not None:  # the solver cannot run past its static bound
+            values = values[values <= cap * (1 + 1e-12)]
+        others = {n: res.params[n] for n in res.names if n != name}
+        if others:
+            try:
+                capped = _diffusion_cap(spec) if "D" in others else None
+                batch = fit_batch(predict, spec.value, others, fixed={name: values}, nuisance=spec.nuisance,
+                                  noise=spec.noise, iterations=_PROFILE_MAXITER,
+                                  bounds=None if capped is None else {"D": (None, capped)})
+                losses = [float(v) for v in batch.loss]
+            except ValueError:
+                losses = [float("nan")] * len(values)
+        else:
+            losses = _loss_curve(predict, spec, name, values).tolist()
+        out[name] = {"values": [float(v) for v in values], "loss": [_finite(v) for v in losses]}
+    return out
+
+
+def _loss_curve(predict: Predict, spec: _FitSpec, name: str, values: np.ndarray) -> np.ndarray:
+    """Loss ``0.5 Σ r²`` ``(K,)`` of a one-parameter model at ``values`` ``(K,)`` of ``name``, one vmapped call."""
+    loss = objective(predict, spec.value, nuisance=spec.nuisance, noise=spec.noise)
+    curve = jax.jit(jax.vmap(lambda v: loss({name: v})))
+    return np.asarray(curve(jnp.asarray(values, float_dtype())), np.float64)
+
+
+def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,
+                 profile: dict[str, dict[str, list]]) -> None:
+    """Write ``residuals.png`` (data, model ``a·pred + b`` and residuals) and ``profile_<name>.png`` to ``folder``.
+
+    ``pred`` is the unscaled prediction ``(M,)`` at the fitted parameters, ``profile`` as from :func:`_profile`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = 1.0 if res.scale is None else res.scale
+    b = 0.0 if res.offset is None else res.offset
+    model_y = a * pred + b
+    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1))
+    groups = [(None, np.ones(spec.value.shape, bool))] if spec.time is None else \
+        [(t, spec.time == t) for t in np.unique(spec.time)]
+    for t, sel in groups:
+        order = np.argsort(spec.position[sel])
+        lab = "" if t is None else f" t = {t:g} s"
+        line = ax0.plot(spec.position[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
+        ax0.plot(spec.position[sel], spec.value[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
+        ax1.plot(spec.position[sel], res.residuals.reshape(-1)[sel], "o", ms=3, color=line.get_color())
+    if spec.noise == "multiplicative":
+        ax0.set_yscale("log")
+    ax0.set_ylabel("value")
+    ax0.legend(fontsize="small")
+    ax0.set_title(", ".join(f"{n} = {v:.3g}" for n, v in res.params.items()))
+    ax1.axhline(0.0, color="k", lw=0.8)
+    ax1.set_xlabel("position (µm)")
+    ax1.set_ylabel("log residual" if spec.noise == "multiplicative" else "residual")
+    fig.tight_layout()
+    fig.savefig(folder / "residuals.png", dpi=100)
+    plt.close(fig)
+    s2 = res.sigma ** 2 if np.isfinite(res.sigma) and res.sigma > 0 else 1.0
+    best = float(res.loss[-1])
+    for name, prof in profile.items():
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        loss = np.array([np.nan if x is None else x for x in prof["loss"]], np.float64)
+        ax.plot(prof["values"], (loss - best) / s2, "o-")
+        ax.axvline(res.params[name], color="k", lw=0.8, ls=":")
+        ax.axhline(1.92, color="r", lw=0.8, ls="--", label="95% (Δ = 1.92)")
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("Δ loss / σ²")
+        ax.set_title(f"profile likelihood of {name}")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(folder / f"profile_{name}.png", dpi=100)
+        plt.close(fig)
+
+
+def _finite(x: float) -> float | None:
+    """``x`` as a float, or None (JSON null) when it is not finite."""
+    return float(x) if np.isfinite(x) else None
+
+
+def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
+    """``jaxcell fit SPEC.toml [--out DIR]``: fit D, k (and optionally the source flux) to a measured 1D profile.
+
+    SPEC.toml (unknown keys are errors)::
+
+        title = "..."                       # optional free text
+        description = "..."
+        [data]
+        csv = "profile.csv"                 # relative to the spec; header row with columns
+                                            # position (µm), value, and optionally time (s)
+        [model]                             # a 1D domain [0, length] µm
+        length = 150.0                      # µm
+        spacing = 2.5                       # µm, must divide length
+        source_flux = 1.0                   # inward flux at x- (amount/s); default 1.0
+        boundary_far = "noflux"             # x+ face: "noflux" (default) or "dirichlet" (held at 0)
+        solver = "implicit"                 # any of jaxcell.solvers.names(); default "implicit". For
+                                            #  time courses with a solver that needs a static bound
+                                            #  (explicit), D is kept <= 10 × init D
+        dt = 30.0                           # s; required when the data have a time column
+        [fit]
+        init = { D = 0.05, k = 1e-4 }       # starting values (µm²/s, 1/s); add q = ... to fit the source flux
+        nuisance = "none"                   # "none" (default), "scale" or "scale+offset"
+        noise = "additive"                  # or "multiplicative" (log-normal; values > 0)
+        maxiter = 100                       # Levenberg–Marquardt iterations
+
+    Without a ``time`` column the model is the steady state (:func:`jaxcell.steady_state`);
+    with one it is :func:`jaxcell.simulate` from rest (c = 0 at t = 0) saved at the
+    unique times, and each row is compared with the model at its (time, position).
+    The model's prediction at the data positions (linear interpolation, ``grid.sample``)
+    is fitted with :func:`fit`.
+
+    Writes DIR (default ``./jaxcell-fit``), atomically (a temporary folder beside
+    it, renamed at the end; an existing DIR is replaced only if it holds a
+    ``fit.json``):
+
+    * ``fit.json``: ``params``, ``stderr`` (standard error of log(param) = relative
+      error; null where unidentified), ``correlation`` (names, matrix), ``warnings``,
+      ``unidentified``, ``converged``, ``lambda_um`` = √(D/k), scale/offset, noise
+      sigma, loss, iterations, and the profile likelihood values;
+    * ``residuals.png``: data against the fitted model, and the residuals;
+    * ``profile_<param>.png``: the profile likelihood of each parameter: the loss
+      (over σ²) with that parameter fixed at 9 values around the optimum and the
+      others re-fitted (at most 15 iterations each).
+
+    Matplotlib (the ``jaxcell[io]`` extra) is imported lazily.
+
+    Returns:
+        0 on success. Raises :class:`jaxcell.scenario.ScenarioError` (one line: file,
+        key, fix; the CLI prints it and exits 2) for a bad spec, data file, output
+        folder or a failed fit; nothing is written then.
+    """
+    spec = _load_fit_spec(spec_path)
+    out = Path(out_dir if out_dir is not None else "jaxcell-fit")
+    problem = why_not_replaceable(out, _MARKERS)
+    if problem is not None:
+        raise _spec_error(str(out), "", problem, "choose another --out (jaxcell only replaces folders it wrote)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise _spec_error("jaxcell fit", "", "the figures need matplotlib, which is not installed",
+                          "install the extra: pip install 'jaxcell[io]'") from None
+
+    predict = _fit_predict(spec)
+    cap = _diffusion_cap(spec)
+    try:
+        res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter,
+                  bounds=None if cap is None else {"D": (None, cap)})
+    except ValueError as e:
+        raise _spec_error(spec.label, "fit", f"the fit failed: {e}",
+                          "check [fit] init (plausible starting values) and [model]") from None
+    if cap is not None and res.params["D"] >= 0.99 * cap:
+        note = (f"D = {res.params['D']:.4g} µm²/s stopped at the {spec.solver} solver's bound 10 × init D = "
+                f'{cap:.4g}: raise [fit] init D or use solver = "implicit"')
+        res = dataclasses.replace(res, warnings=[*res.warnings, note])
+    pred = np.asarray(predict({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
+    profile = _profile(predict, spec, res)
+
+    summary = {
+        "spec": spec.label,
+        "data": spec.csv,
+        "params": res.params,
+        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
+        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
+        "correlation": {"names": list(res.names),
+                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
+        "warnings": list(res.warnings),
+        "unidentified": res.unidentified,
+        "converged": bool(res.converged),
+        "scale": None if res.scale is None else _finite(res.scale),
+        "offset": None if res.offset is None else _finite(res.offset),
+        "sigma": _finite(res.sigma),
+        "loss": float(res.loss[-1]),
+        "iterations": int(res.iterations),
+        "nuisance": spec.nuisance,
+        "noise": spec.noise,
+        "profile": profile,
+    }
+    try:
+        with staging(out, _MARKERS) as folder:
+            write_text(folder / "fit.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+            _fit_figures(folder, spec, res, pred, profile)
+    except FileExistsError as e:  # out changed while fitting
+        raise _spec_error(str(out), "", str(e), "choose another --out") from None
+    lam = summary["lambda_um"]
+    print(f"jaxcell: fit {spec.label}: " + ", ".join(f"{n} = {v:.4g}" for n, v in res.params.items())
+          + f" (λ = {lam:.3g} µm){'' if res.converged else ', NOT converged'}; outputs in {out}")
+    for w in res.warnings:
+        print(f"jaxcell: warning: {w}")
+    return 0
+
+
