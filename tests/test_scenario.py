@@ -121,11 +121,10 @@ def test_scenario_error_is_one_line() -> None:
     assert "\n" not in msg and msg.startswith("builtin:paracrine_niche: ") and 'receptors."IL-2".kon' in msg
 
 
-def test_checker_alias() -> None:
-    """The fit CLI still imports the old private name until the merge."""
+def test_checker_maps_a_constructor_error_to_the_key() -> None:
+    """Checker.at turns a constructor's ValueError into one line naming the file, the key and the fix."""
     from jaxcell import scenario
 
-    assert scenario._Checker is scenario.Checker
     c = scenario.Checker("f.toml")
     want = r"^f\.toml: grid\.spacing: spacing must be > 0 µm.*; give a positive spacing$"
     with pytest.raises(ScenarioError, match=want), c.at("grid.spacing", "give a positive spacing"):
