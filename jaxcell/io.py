@@ -55,6 +55,7 @@ __all__ = ["OutputError", "StopRequested", "require_io", "run_scenario"]
 
 _MARK = ".jaxcell-partial"
 FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
+CELL_FIGURE = "cells.png"  # scenarios whose cells live ([[rules]]): counts over time and tracks
 
 
 class OutputError(RuntimeError):
@@ -136,6 +137,11 @@ def _frame(sc: Scenario, state: State) -> dict[str, np.ndarray]:
         out["uptake"] = np.asarray(cells.uptake)
         out["local"] = local
         out["activated"] = sc.activated(cells, local)
+        if sc.behaviour is not None:  # cells that live: where each slot is, and whether it holds a cell
+            out["track"] = np.asarray(cells.position)
+            out["alive"] = np.asarray(cells.alive)
+            out["type"] = np.asarray(cells.type)  # a daughter takes its mother's type into a free slot
+            out["responder"] = sc.has_activation(cells)
     return out
 
 
@@ -238,7 +244,8 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
                 raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked; "
                                     f"continue with --resume")
             t0 = time.perf_counter()
-            state, _ = simulate(sc.model, state, t_end=float(times[k]), dt=dt)
+            state, _ = simulate(sc.model, state, t_end=float(times[k]), dt=dt, behaviour=sc.behaviour,
+                                seed=sc.run.seed)
             jax.block_until_ready(state.fields)
             frame = _frame(sc, state)
             chunk_times.append(time.perf_counter() - t0)
@@ -275,7 +282,8 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
 def _dry_run(sc: Scenario, state: State) -> None:
     """Trace one step (no compile) so that a model the solvers refuse fails before any output exists."""
     try:
-        jax.eval_shape(lambda: simulate(sc.model, state, t_end=sc.run.dt, dt=sc.run.dt)[0].fields)
+        jax.eval_shape(lambda: simulate(sc.model, state, t_end=sc.run.dt, dt=sc.run.dt, behaviour=sc.behaviour,
+                                        seed=sc.run.seed)[0].fields)
     except ValueError as e:
         raise ScenarioError(sc.source, "run", str(e).split("\n")[0], "change the scenario accordingly") from None
 
@@ -332,6 +340,18 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
                           {"units": unit, "long_name": long})
         data["activated"] = (("time", "cell"), np.stack([f["activated"] for f in frames]),
                              {"units": "1", "long_name": "cell counts as activated (its activation rule)"})
+        if "track" in frames[0]:
+            data["track"] = (("time", "cell", "axis"), np.stack([f["track"] for f in frames]),
+                             {"units": "µm", "long_name": "position of the cell in each slot at each frame; a slot "
+                              "freed by a death may hold a daughter at a later frame"})
+            data["alive"] = (("time", "cell"), np.stack([f["alive"] for f in frames]),
+                             {"units": "1", "long_name": "the slot holds a live cell"})
+            data["type_in_slot"] = (("time", "cell"), np.stack([f["type"] for f in frames]).astype(np.int32),
+                                    {"units": "1", "types": json.dumps(list(sc.types)),
+                                     "long_name": "cell type of the slot's cell at each frame"})
+            data["responder_in_slot"] = (("time", "cell"), np.stack([f["responder"] for f in frames]),
+                                         {"units": "1", "long_name": "the slot holds a live cell with an "
+                                          "activation rule"})
     attrs = {
         "title": sc.config.get("title", ""),
         "description": sc.config.get("description", ""),
@@ -370,18 +390,20 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
     for i, nm in enumerate(names):
         per_sub[nm]["relative_residual"] = float(abs(b["residual"][i]) / scale[i]) if scale[i] > 0 else 0.0
     steps = sum(_steps(float(times[k]), float(times[k + 1]), sc.run.dt) for k in range(len(times) - 1))
-    resp = sc.has_activation()
+    # responders per frame: fixed, or (cells that live) the live cells of a type with a rule
+    resps = [f.get("responder", sc.has_activation()) for f in frames]
+    resp = resps[-1]
     act: dict[str, Any] = {"fraction_responders_activated": None, "by_type": {}, "over_time": []}
     if sc.n_cells and resp.any():
         last = frames[-1]["activated"]
         act["fraction_responders_activated"] = float(last[resp].mean())
-        tid = np.asarray(sc.cells.type)
+        tid = frames[-1].get("type", np.asarray(sc.cells.type))
         for j, tname in enumerate(sc.types):
             sel = resp & (tid == j)
             if sel.any():
                 act["by_type"][tname] = {"cells": int(sel.sum()), "activated": int(last[sel].sum()),
                                          "fraction": float(last[sel].mean())}
-        act["over_time"] = [float(f["activated"][resp].mean()) for f in frames]
+        act["over_time"] = [float(f["activated"][r].mean()) if r.any() else 0.0 for f, r in zip(frames, resps)]
     fields = frames[-1]["fields"]
     return {
         "scenario": sc.name,
@@ -471,13 +493,23 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
     _figure_field_midplane(sc, frames[-1], folder / FIGURES[0], plt)
     _figure_radial_profile(sc, frames[-1], folder / FIGURES[1], plt)
     _figure_activation(sc, frames, folder / FIGURES[2], plt)
+    if sc.behaviour is not None:
+        _figure_cells(sc, frames, folder / CELL_FIGURE, plt)
 
 
-def _cell_layout(sc: Scenario) -> tuple[np.ndarray, np.ndarray]:
-    """Cell positions ``(N, ndim)`` µm and type indices ``(N,)`` (empty arrays when there are no cells)."""
+def _cell_layout(sc: Scenario, frame: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cell positions ``(N, ndim)`` µm and type indices ``(N,)`` (empty arrays when there are no cells).
+
+    With a ``frame`` of a scenario whose cells live (rules), the live cells where
+    that frame has them; otherwise the cells as placed.
+    """
     if not sc.n_cells:
         return np.zeros((0, sc.grid.ndim)), np.zeros((0,), int)
-    return np.asarray(sc.cells.position), np.asarray(sc.cells.type)
+    pos, tid = np.asarray(sc.cells.position), np.asarray(sc.cells.type)
+    if frame is not None and "track" in frame:
+        live = frame["alive"]
+        return frame["track"][live], frame["type"][live]
+    return pos, tid
 
 
 def _colors(plt: ModuleType) -> list[str]:
@@ -495,7 +527,7 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
     grid, names = sc.grid, sc.model.names
     ndim, S = grid.ndim, len(names)
     t_last = float(last["t"])
-    pos, tid = _cell_layout(sc)
+    pos, tid = _cell_layout(sc, last)
     colors = _colors(plt)
     fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.4), squeeze=False, layout="constrained")
     for i, nm in enumerate(names):
@@ -523,7 +555,8 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
             im = ax.imshow(img.T, origin="lower", extent=(lo[0], lo[0] + ext[0], lo[1], lo[1] + ext[1]),
                            cmap="viridis", aspect="equal")
             fig.colorbar(im, ax=ax, label=f"amount/µm^{ndim}", shrink=0.8)
-            act = last.get("activated", np.zeros((len(pos),), bool))
+            act = last.get("activated", np.zeros((sc.n_cells,), bool))
+            act = act[last["alive"]] if "alive" in last else act
             for j, tname in enumerate(sc.types):
                 sel = near & (tid == j)
                 if not sel.any():
@@ -636,13 +669,16 @@ def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: Module
     colors = _colors(plt)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     t = np.asarray([float(fr["t"]) for fr in frames])
-    resp = sc.has_activation()
+    # responders per frame: fixed, or (cells that live) the live cells of a type with a rule
+    resp = np.stack([fr.get("responder", sc.has_activation()) for fr in frames])
+    tids = np.stack([fr.get("type", tid) for fr in frames])
     if sc.n_cells and resp.any():
         acts = np.stack([fr["activated"] for fr in frames])
         for j, tname in enumerate(sc.types):
-            sel = resp & (tid == j)
+            sel = resp & (tids == j)
             if sel.any():
-                ax.plot(t, acts[:, sel].mean(axis=1), "o-", ms=3, color=colors[j % len(colors)], label=tname)
+                frac = (acts & sel).sum(axis=1) / np.maximum(sel.sum(axis=1), 1)
+                ax.plot(t, frac, "o-", ms=3, color=colors[j % len(colors)], label=tname)
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no cells with an activation rule", ha="center", va="center", transform=ax.transAxes)
@@ -650,5 +686,51 @@ def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: Module
     ax.set_ylabel("fraction activated")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(sc.name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _figure_cells(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
+    """``cells.png`` (scenarios with ``[[rules]]``): live cells per type over time (h), and tracks.
+
+    A track is a slot's positions (x, y; µm) while it holds a live cell; it
+    ends at the first frame where the slot is empty or where the cell jumped
+    farther than its rules let it move in one frame interval (a daughter
+    filled a slot freed by a death between two frames).
+    """
+    colors = _colors(plt)
+    t_h = np.asarray([float(fr["t"]) for fr in frames]) / 3600.0
+    alive = np.stack([fr["alive"] for fr in frames])
+    types = np.stack([fr["type"] for fr in frames])
+    tid = types[0]
+    track = np.stack([fr["track"] for fr in frames])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for j, tname in enumerate(sc.types):
+        ax1.plot(t_h, (alive & (types == j)).sum(axis=1), "o-", ms=3, color=colors[j % len(colors)], label=tname)
+    ax1.set(xlabel="time (h)", ylabel="live cells", title="cells per type")
+    ax1.legend(fontsize=8, loc="best")
+    # the farthest a cell can go in one frame: every speed the rules and base values allow
+    vmax = sum(float(np.max(np.asarray(r.max))) for r in sc.behaviour.rules
+               if r.behaviour == "speed" or r.behaviour.startswith("chemotaxis"))
+    vmax += sum(float(np.max(np.asarray(v))) for k, v in sc.cells.base.items()
+                if k == "speed" or k.startswith("chemotaxis"))
+    radius = float(np.max((3 * np.asarray(sc.cells.volume) / (4 * np.pi)) ** (1 / 3)))
+    reach = vmax * sc.run.save_every * 1.5 + 2 * radius
+    step = np.r_[np.zeros((1, alive.shape[1])), np.linalg.norm(np.diff(track, axis=0), axis=-1)]
+    same = np.cumprod(alive & (step <= reach) & (types == tid), axis=0).astype(bool)
+    shown = np.flatnonzero(alive[0])[:: max(1, int(alive[0].sum()) // 60)]  # about 60 of the cells at t = 0
+    for i in shown:
+        col = colors[int(tid[i]) % len(colors)]
+        keep = same[:, i]
+        ax2.plot(track[keep, i, 0], track[keep, i, 1] if sc.grid.ndim > 1 else t_h[keep], "-", lw=0.8, color=col)
+        ax2.plot(track[0, i, 0], track[0, i, 1] if sc.grid.ndim > 1 else 0.0, ".", ms=3, color="k")
+    lo, ext = np.asarray(sc.grid.origin), np.asarray(sc.grid.extent)
+    ax2.set_xlim(lo[0], lo[0] + ext[0])
+    if sc.grid.ndim > 1:
+        ax2.set_ylim(lo[1], lo[1] + ext[1])
+        ax2.set_aspect("equal")
+    ax2.set(xlabel="x (µm)", ylabel="y (µm)" if sc.grid.ndim > 1 else "time (h)",
+            title=f"tracks of {len(shown)} cells present at the start (dot: start)")
+    fig.suptitle(sc.config.get("title", sc.name), fontsize=9)
     fig.savefig(path, dpi=100)
     plt.close(fig)

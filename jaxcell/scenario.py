@@ -46,11 +46,16 @@ Schema (every table optional unless marked)::
     receptors = { "IL-2" = { total = 1000.0, kon = 0.0515, koff = 2.3e-4, kint = 1.1e-3,
                              synthesis = 0.0, turnover = 0.0 } }
     activation = { signal = "IL-2", bound = 200.0 }   # or concentration = ..., below = true
+    base = { speed = 0.003, death = 1e-6 }  # behaviours at rest for [[rules]] (µm/s, 1/s; see jaxcell.rules)
     [[responses]]                     # jc.Response rules
     target = "B"; signal = "A"; max = 10.0; K = 100.0; n = 1.0; basal = 0.0
     cell_type = "responder"; parameter = "secretion"; kind = "bound"
+    [[rules]]                         # jc.Rule: signal -> behaviour, run inside the loop (cells that live)
+    signal = "PDGF"; kind = "concentration"; behaviour = "chemotaxis:PDGF"; direction = "up"
+    max = 0.004; K = 0.05; n = 1.0; cell_type = "fibroblast"
     [run]
     solver = "implicit"; dt = 5.0; t_end = 3600.0; save_every = 300.0; seed = 0; coupling = "nearest"
+    capacity = 5000                   # cell slots (>= the cells placed): room for daughters
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from jaxcell import solvers
+from jaxcell.behaviour import BEHAVIOURS, Rule, Rules, rules
 from jaxcell.binding import Response
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
@@ -109,6 +115,7 @@ class RunConfig:
     save_every: float = 60.0
     seed: int = 0
     coupling: str = "nearest"
+    capacity: int = 0  # cell slots; 0: as many as cells placed
 
     def save_times(self) -> np.ndarray:
         """Frame times (s): 0, save_every, 2·save_every, ... and t_end, ``(T,)``."""
@@ -136,6 +143,7 @@ class Scenario:
         activation: per-cell reporting rule, arrays ``(N,)``: ``signal`` (substrate
             index, -1: no rule), ``bound`` (1: bound receptors, 0: local
             concentration), ``threshold`` and ``below`` (1: active below it).
+        behaviour: the ``[[rules]]`` as a :class:`jaxcell.Rules` (None without rules).
     """
 
     name: str
@@ -148,6 +156,8 @@ class Scenario:
     types: tuple[str, ...]
     initial: np.ndarray
     activation: dict[str, np.ndarray]
+    behaviour: Rules | None = None
+    activation_by_type: dict[str, np.ndarray] | None = None  # (T,) arrays: the first population's rule per type
 
     @property
     def grid(self) -> Grid:
@@ -166,7 +176,10 @@ class Scenario:
         """The state at t = 0 (uniform initial fields; held vessel voxels at their value)."""
         shape = (self.model.n_substrates,) + self.grid.shape
         fields = np.broadcast_to(self.initial.reshape((-1,) + (1,) * self.grid.ndim), shape)
-        return self.model.init(self.cells, fields=np.array(fields))
+        state = self.model.init(self.cells, fields=np.array(fields))
+        if self.behaviour is not None:  # base values recorded now, so snapshots have their final layout
+            state = dataclasses.replace(state, cells=self.behaviour.prepare(state.cells, self.model))
+        return state
 
     def activated(self, cells: Cells | None, local: np.ndarray | None) -> np.ndarray:
         """Which cells count as activated, ``(N,)`` bool.
@@ -175,7 +188,7 @@ class Scenario:
             cells: current cells (bound receptors are read from them).
             local: ``(N, S)`` concentration at each cell (amount/µm^ndim).
         """
-        act = self.activation
+        act = self._activation_of(cells)
         n = self.n_cells
         if n == 0 or cells is None:
             return np.zeros((n,), bool)
@@ -192,9 +205,23 @@ class Scenario:
         above = x >= act["threshold"]
         return has & np.where(act["below"] == 1, ~above, above)
 
-    def has_activation(self) -> np.ndarray:
-        """``(N,)`` bool: cells with an activation rule (the responders)."""
-        return self.activation["signal"] >= 0
+    def has_activation(self, cells: Cells | None = None) -> np.ndarray:
+        """``(N,)`` bool: cells with an activation rule (the responders).
+
+        When cells live (``[[rules]]``), pass the current ``cells``: a slot is a
+        responder while it holds a live cell of a type with a rule (a daughter
+        takes its mother's type, and so its rule, into a free slot).
+        """
+        return self._activation_of(cells)["signal"] >= 0
+
+    def _activation_of(self, cells: Cells | None) -> dict[str, np.ndarray]:
+        """The per-slot activation arrays for ``cells``: by the slot's current type when cells live."""
+        if self.behaviour is None or cells is None or self.activation_by_type is None:
+            return self.activation
+        tid = np.asarray(cells.type)
+        out = {k: v[tid] for k, v in self.activation_by_type.items()}
+        out["signal"] = np.where(np.asarray(cells.alive), out["signal"], -1)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,17 +442,19 @@ def _join(key: str, sub: str) -> str:
 # The schema
 
 
-_TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "run")
+_TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "rules", "run")
 _GRID = ("shape", "spacing", "origin")
 _SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
 _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
-          "uptake", "receptors", "activation", "volume")
+          "uptake", "receptors", "activation", "volume", "base")
 _RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
 _RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
 _ACTIVATION = ("signal", "bound", "concentration", "below")
 _FACE_KINDS = ("flux", "dirichlet", "robin")
-_RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling")
+_RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity")
+_RULE = ("signal", "kind", "behaviour", "direction", "max", "K", "n", "cell_type")
+_BASE = ("speed", "division", "death")  # and "chemotaxis:<substrate>"
 _PLACEMENT_KEYS = {
     "random": ("count", "lo", "hi"),
     "sphere": ("count", "center", "radius"),
@@ -467,14 +496,23 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     run, config["run"] = _read_run(c, raw.get("run", {}))
     pops, types, config["cells"] = _read_populations(c, raw.get("cells", []), grid, names, run.seed, base)
     responses, config["responses"] = _read_responses(c, raw.get("responses", []), names, types, pops)
+    behaviour, config["rules"] = _read_rules(c, raw.get("rules", []), names, types, pops)
     mask, value = None, np.zeros((len(names),))
     if "vessel" in raw:
         mask, value, config["vessel"] = _read_vessel(c, raw["vessel"], grid, names)
     model = _make_model(c, grid, substrates, run, mask, value, responses)
-    cells, activation = _make_cells(c, pops, grid, names)
+    cells, activation = _make_cells(c, pops, grid, names, run.capacity)
+    by_type = {k: np.zeros((len(types),), v.dtype) for k, v in activation.items()}
+    by_type["signal"][:] = -1
+    starts = np.cumsum([0] + [p["n"] for p in pops])
+    for p, start in reversed(list(zip(pops, starts))):  # the first population of a type sets its rule
+        if p["act"] is not None:
+            for k, v in activation.items():
+                by_type[k][p["type"]] = v[start]
     initial = np.asarray([s["initial"] for s in config["substrates"]])
     return Scenario(name=name, source=label, config=config, text=text, model=model, cells=cells, run=run,
-                    types=tuple(types), initial=initial, activation=activation)
+                    types=tuple(types), initial=initial, activation=activation, behaviour=behaviour,
+                    activation_by_type=by_type)
 
 
 def _rows(c: Checker, value: Any, key: str, what: str) -> list:
@@ -588,6 +626,7 @@ def _read_run(c: Checker, value: Any) -> tuple[RunConfig, dict]:
         save_every=0.0,
         seed=c.integer(r.get("seed", 0), "run.seed"),
         coupling=c.string(r.get("coupling", "nearest"), "run.coupling", ("nearest", "linear")),
+        capacity=c.integer(r.get("capacity", 0), "run.capacity"),
     )
     save_every = c.number(r.get("save_every", run.t_end / 10), "run.save_every", "s", positive=True)
     if save_every > run.t_end:
@@ -636,12 +675,14 @@ def _read_populations(c: Checker, value: Any, grid: Grid, names: Sequence[str], 
         vol = c.number(p.get("volume", 2494.0), f"{key}.volume", "µm³", positive=True)
         recs = _read_receptors(c, p.get("receptors", {}), f"{key}.receptors", names)
         act = _read_activation(c, p["activation"], f"{key}.activation", names, recs) if "activation" in p else None
+        base_rates = _read_base(c, p.get("base", {}), f"{key}.base", names)
         if tname not in types:
             types.append(tname)
         pops.append({"type": types.index(tname), "pos": pos, "sec": sec, "upt": upt, "vol": vol, "rec": recs,
-                     "act": act, "n": n})
+                     "act": act, "n": n, "base": base_rates})
         cfgs.append({"type": tname, "placement": placement, **place_cfg, "count": n, "secretion": sec,
-                     "uptake": upt, "volume": vol, "receptors": recs, **({"activation": act} if act else {})})
+                     "uptake": upt, "volume": vol, "receptors": recs, **({"activation": act} if act else {}),
+                     **({"base": base_rates} if base_rates else {})})
     return pops, types, cfgs
 
 
@@ -725,6 +766,76 @@ def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequenc
     return responses, cfgs
 
 
+def _read_base(c: Checker, value: Any, key: str, names: Sequence[str]) -> dict[str, float]:
+    """A population's ``base`` table: behaviours at rest for the rules (speed µm/s, division
+    and death 1/s, ``"chemotaxis:<substrate>"`` µm/s)."""
+    out = {}
+    for k, v in c.table(value, key).items():
+        head, _, sub = str(k).partition(":")
+        if not (k in _BASE or (head == "chemotaxis" and sub)):
+            raise c.err(_join(key, k), "is no behaviour with a base value",
+                        f"use {', '.join(_BASE)} or \"chemotaxis:<substrate>\" (secretion and uptake "
+                        "start from the population's own rates)")
+        if sub:
+            c.substrate_name(sub, _join(key, k), names)
+        out[k] = c.number(v, _join(key, k), "µm/s" if k == "speed" or sub else "1/s")
+    return out
+
+
+def _read_rules(c: Checker, value: Any, names: Sequence[str], types: Sequence[str],
+                pops: Sequence[dict]) -> tuple[Rules | None, list[dict]]:
+    """The ``[[rules]]`` tables and the populations' ``base`` values as one :class:`jaxcell.Rules`.
+
+    ``cell_type`` names a population's type; a ``kind = "bound"`` rule needs
+    receptors for its signal on the cells it applies to.
+    """
+    type_receptors: dict[str, set[str]] = {t: set() for t in types}
+    for p in pops:
+        type_receptors[types[p["type"]]].update(p["rec"])
+    made, cfgs = [], []
+    for i, rr in enumerate(_rows(c, value, "rules", "rule")):
+        key = f"rules[{i}]"
+        rr = c.table(rr, key)
+        c.keys(rr, key, _RULE, required=("signal", "behaviour", "max", "K"))
+        sig = c.substrate_name(rr["signal"], f"{key}.signal", names)
+        kind = c.string(rr.get("kind", "concentration"), f"{key}.kind", ("concentration", "bound"))
+        beh = c.string(rr["behaviour"], f"{key}.behaviour")
+        _, _, sub = beh.partition(":")
+        if sub:
+            c.substrate_name(sub, f"{key}.behaviour", names)
+        direction = c.string(rr.get("direction", "up"), f"{key}.direction", ("up", "down"))
+        ct = rr.get("cell_type")
+        ct_id = None
+        if ct is not None:
+            ct = c.string(ct, f"{key}.cell_type")
+            if ct not in types:
+                close = difflib.get_close_matches(ct, list(types), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
+                            f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
+            ct_id = types.index(ct)
+        if kind == "bound":
+            lacking = [t for t in ([ct] if ct is not None else types) if sig not in type_receptors[t]]
+            if lacking:
+                raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
+                            f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
+        vals = {"max": c.number(rr["max"], f"{key}.max", "the behaviour's unit"),
+                "K": c.number(rr["K"], f"{key}.K", "receptors" if kind == "bound" else "amount/µm^ndim",
+                              positive=True),
+                "n": c.number(rr.get("n", 1.0), f"{key}.n", "Hill exponent", positive=True)}
+        with c.at(key, "behaviour is one of " + ", ".join(BEHAVIOURS)):
+            made.append(Rule(sig, kind, beh, direction, vals["max"], vals["K"], vals["n"], ct_id))
+        cfgs.append({"signal": sig, "kind": kind, "behaviour": beh, "direction": direction, **vals,
+                     "cell_type": ct})
+    # behaviours a population gives a base value run even without a rule (plain motility, division);
+    # the per-cell values themselves are in Cells.base, which Rules.prepare keeps
+    at_rest = sorted({k for p in pops for k in p["base"]})
+    if not made and not at_rest:
+        return None, cfgs
+    with c.at("rules", "give rules of one behaviour and direction the same max"):
+        return rules(made, base={k: 0.0 for k in at_rest}), cfgs
+
+
 def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: RunConfig, mask: np.ndarray | None,
                 value: np.ndarray, responses: Sequence[Response]) -> Model:
     """The :class:`Model`; it and its solver own the rules that join tables.
@@ -747,18 +858,31 @@ def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: Ru
                 "boundary or the [vessel]")
 
 
-def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid,
-                names: Sequence[str]) -> tuple[Cells | None, dict[str, np.ndarray]]:
+def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid, names: Sequence[str],
+                capacity: int = 0) -> tuple[Cells | None, dict[str, np.ndarray]]:
     """All populations as one :class:`Cells` (None when there are none) and the
-    per-cell activation arrays (see :attr:`Scenario.activation`)."""
-    n_tot = sum(p["n"] for p in pops)
+    per-cell activation arrays (see :attr:`Scenario.activation`).
+
+    ``capacity`` > the cells placed adds free slots (``alive`` False) at the end,
+    for daughters; they copy their mother when filled.
+    """
+    n_placed = sum(p["n"] for p in pops)
+    if capacity and capacity < n_placed:
+        raise c.err("run.capacity", f"{capacity} slots cannot hold the {n_placed} cells placed",
+                    f"set capacity >= {n_placed} (or leave it out)")
+    n_tot = max(capacity, n_placed) if n_placed else 0
     n_sub = len(names)
     act = {"signal": -np.ones((n_tot,), np.int64), "bound": np.zeros((n_tot,), np.int64),
            "threshold": np.zeros((n_tot,)), "below": np.zeros((n_tot,), np.int64)}
     if not n_tot:
         return None, act
-    pos = np.concatenate([p["pos"] for p in pops])
-    tid = np.concatenate([np.full((p["n"],), p["type"]) for p in pops])
+    free = n_tot - n_placed
+    # free slots sit at the domain's centre until a daughter fills them (they exchange nothing)
+    centre = np.asarray(grid.origin) + np.asarray(grid.extent) / 2
+    pos = np.concatenate([p["pos"] for p in pops] + [np.broadcast_to(centre, (free, grid.ndim))])
+    tid = np.concatenate([np.full((p["n"],), p["type"]) for p in pops] + [np.zeros((free,), np.int64)])
+    base_keys = sorted({k for p in pops for k in p["base"]})
+    base = {k: np.zeros((n_tot,)) for k in base_keys}
     sec = np.zeros((n_tot, n_sub))
     upt = np.zeros((n_tot, n_sub))
     vol = np.zeros((n_tot,))
@@ -775,6 +899,8 @@ def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid,
                 for f in _RECEPTOR:
                     rec[f][sl, j] = p["rec"][nm][f]
         vol[sl] = p["vol"]
+        for k, v in p["base"].items():
+            base[k][sl] = v
         if p["act"]:
             a = p["act"]
             act["signal"][sl] = names.index(a["signal"])
@@ -783,8 +909,11 @@ def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid,
             act["below"][sl] = int(a["below"])
         start += p["n"]
     receptors = Receptors(**rec) if any_rec else None
+    if free:
+        vol[n_placed:] = pops[0]["vol"]
     with c.at("cells", "check the [[cells]] tables"):
-        cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid)
+        cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid,
+                      alive=np.arange(n_tot) < n_placed, base=base)
         cells = cells.conform(grid, n_sub)
     return cells, act
 

@@ -89,3 +89,48 @@ BAD = {
     "spacing below the grid's range": ("spacing = 10.0", "spacing = 1e-9", "grid", "spacing must lie in"),
 }
 """``{case: (text in SMALL, replacement, key the message names, words it contains)}``."""
+
+LIVING = """
+title = "cells that live: a source, movers that chemotax, divide and die"
+[grid]
+shape = [20, 12]
+spacing = 10.0
+[[substrates]]
+name = "GF"
+diffusion = 20.0
+decay = 1.0e-3
+[[cells]]
+type = "source"
+placement = "sphere"
+count = 3
+center = [100.0, 60.0]
+radius = 10.0
+secretion = { "GF" = 5.0 }
+[[cells]]
+type = "mover"
+placement = "random"
+count = 40
+lo = [0.0, 0.0]
+hi = [200.0, 120.0]
+uptake = { "GF" = 1.0 }
+base = { speed = 0.05, death = 2.0e-4 }
+[[rules]]
+signal = "GF"
+behaviour = "chemotaxis:GF"
+max = 0.05
+K = 0.1
+cell_type = "mover"
+[[rules]]
+signal = "GF"
+behaviour = "division"
+max = 1.0e-3
+K = 0.2
+n = 2.0
+cell_type = "mover"
+[run]
+dt = 5.0
+t_end = 200.0
+save_every = 50.0
+seed = 3
+capacity = 120
+"""

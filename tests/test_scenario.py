@@ -129,3 +129,50 @@ def test_checker_maps_a_constructor_error_to_the_key() -> None:
     want = r"^f\.toml: grid\.spacing: spacing must be > 0 µm.*; give a positive spacing$"
     with pytest.raises(ScenarioError, match=want), c.at("grid.spacing", "give a positive spacing"):
         jc.Grid((4,), -1.0)
+
+
+def test_rules_and_base_values_become_a_behaviour(tmp_path: Path) -> None:
+    """[[rules]] give jc.Rule objects; base = per population lands in Cells.base; capacity adds free slots."""
+    from scenario_cases import LIVING
+
+    path = tmp_path / "living.toml"
+    path.write_text(LIVING)
+    sc = load(path)
+    assert isinstance(sc.behaviour, jc.Rules)
+    r0, r1 = sc.behaviour.rules
+    assert (r0.behaviour, r0.direction, float(r0.max), float(r0.K), r0.cell_type) == \
+        ("chemotaxis:GF", "up", 0.05, 0.1, 1)
+    assert (r1.behaviour, float(r1.n)) == ("division", 2.0)
+    cells = sc.cells
+    assert cells.n == 120 and int(np.sum(np.asarray(cells.alive))) == 43
+    is_mover = np.asarray(cells.type) == 1
+    alive = np.asarray(cells.alive)
+    np.testing.assert_array_equal(np.asarray(cells.base["speed"])[alive], np.where(is_mover[alive], 0.05, 0.0))
+    np.testing.assert_array_equal(np.asarray(cells.base["death"])[alive], np.where(is_mover[alive], 2e-4, 0.0))
+    # the state records the remaining base values (division from 0, chemotaxis from 0) before any step
+    state = sc.init_state()
+    assert set(state.cells.base) == {"speed", "death", "division", "chemotaxis:GF"}
+
+
+EXTRA_DIVISION = '[[rules]]\nsignal = "GF"\nbehaviour = "division"\nmax = 5.0e-3\nK = 0.2\n[run]'
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ('behaviour = "chemotaxis:GF"', 'behaviour = "chemotaxis:O2"', "rules[0].behaviour"),
+    ('behaviour = "chemotaxis:GF"', 'behaviour = "growth"', "rules[0]"),
+    ('cell_type = "mover"\n[run]', 'cell_type = "movers"\n[run]', "rules[1].cell_type"),
+    ("capacity = 120", "capacity = 10", "run.capacity"),
+    ("base = { speed = 0.05, death = 2.0e-4 }", "base = { speed = 0.05, wobble = 1.0 }", "cells[1].base.wobble"),
+    ("base = { speed = 0.05, death = 2.0e-4 }", "base = { speed = -0.05 }", "cells[1].base.speed"),
+    ("[run]", EXTRA_DIVISION, "rules"),  # two up-rules of division with different max
+])
+def test_bad_rules_name_their_key(old: str, new: str, key: str, tmp_path: Path) -> None:
+    from scenario_cases import LIVING
+
+    assert old in LIVING
+    path = tmp_path / "bad.toml"
+    path.write_text(LIVING.replace(old, new))
+    with pytest.raises(ScenarioError) as e:
+        load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and f": {key}: " in msg, msg
