@@ -13,7 +13,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcell import step as stages
-from jaxcell._node import concrete_float, node, replace
+from jaxcell._node import concrete_float, is_concrete, node, replace
 from jaxcell.cells import Cells, bound_ligand
 from jaxcell.model import Model, State, check_model_values, state_time
 from jaxcell.operators import Layout
@@ -285,10 +285,26 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
         behaviour_static=static, seed=int(seed))
     model.scheme.after_run(model, fields, saved, dt_f)
+    if behaviour is not None:
+        _check_finite_cells(cells, t_end_f)
     new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
     return new, Trajectory(times, saved, saved_cells)
+
+
+def _check_finite_cells(cells: Cells, t_end: float) -> None:
+    """After a run with a behaviour: refuse NaN or inf in any cell field, naming it (checked on the host
+    once per call, since errors cannot be raised inside the compiled loop; skipped under tracing)."""
+    for path, x in jax.tree_util.tree_flatten_with_path(cells)[0]:
+        if not is_concrete(x) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            continue
+        bad = ~np.isfinite(np.asarray(x))
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0]) if bad.ndim else np.zeros(1, int)
+            raise ValueError(f"the behaviour left NaN or inf in cells{jax.tree_util.keystr(path)} of {rows.size} "
+                             f"cell(s) (first: index {int(rows[0])}) by t = {t_end:g} s; check what it computes "
+                             "(e.g. a division by a zero gradient norm or a rate overflow)")
 
 
 def budget(state: State) -> dict[str, jax.Array]:

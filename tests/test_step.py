@@ -225,3 +225,22 @@ def test_grad_through_a_behaviour_parameter_matches_finite_differences():
     eps = 1e-6
     fd = (float(probe(0.7 + eps)) - float(probe(0.7 - eps))) / (2 * eps)
     assert g == pytest.approx(fd, rel=1e-7)
+
+
+def test_nan_left_by_a_behaviour_is_refused_naming_the_field():
+    """A behaviour that divides by zero puts NaN in positions: one error naming cells.position and the cell."""
+    model = jc.Model(jc.Grid((8,), 10.0), [jc.Substrate("s", 1.0)], solver="explicit")
+    cells = jc.Cells(np.array([[15.0], [45.0]]), secretion=1.0)
+
+    def broken(cells, env, t):
+        bad = cells.position.at[1, 0].set(cells.position[1, 0] / (env.gradient[1, 0, 0] * 0.0))
+        return replace(cells, position=bad)
+
+    with pytest.raises(ValueError, match=r"NaN or inf in cells\.position of 1 cell\(s\) \(first: index 1\)"):
+        jc.simulate(model, model.init(cells), t_end=3.0, dt=1.0, behaviour=broken)
+
+    def overflow(cells, env, t):
+        return replace(cells, secretion=cells.secretion * jnp.inf)
+
+    with pytest.raises(ValueError, match=r"cells\.secretion"):
+        jc.simulate(model, model.init(cells), t_end=3.0, dt=1.0, behaviour=overflow)
