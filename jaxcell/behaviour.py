@@ -24,8 +24,10 @@ Behaviours and units:
   along that substrate's gradient direction (toward higher concentration; no
   move where the gradient is 0).
 * ``"division"``, ``"death"`` (1/s): a rate ``r`` becomes the per-step
-  probability ``1 − exp(−r·dt)``; division uses :func:`jaxcell.divide`, death
-  sets ``alive`` False (the step books what the cell held).
+  probability ``1 − exp(−r·dt)``; one uniform number per cell and step picks
+  at most one event (death, else division); division uses
+  :func:`jaxcell.divide`, death sets ``alive`` False (the step books what the
+  cell held).
 
 The base value of a behaviour is per cell, stored in ``Cells.base`` when a run
 starts (:meth:`Rules.prepare`, called by :func:`jaxcell.simulate`) and then
@@ -45,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcell._node import as_float, check_nonneg, is_concrete, node, replace, static_field
-from jaxcell.cells import Cells, divide
+from jaxcell.cells import Cells, divide, random_direction
 
 __all__ = ["BEHAVIOURS", "Rule", "Rules", "rules"]
 
@@ -175,8 +177,7 @@ class Rules:
                 arr = arr.at[:, col].set(jnp.where(touched, v, arr[:, col]))
                 sec, upt = (arr, upt) if head == "secretion" else (sec, arr)
             elif head == "speed":
-                u = jax.random.normal(jax.random.fold_in(env.key, 1), cells.position.shape, cells.position.dtype)
-                u = u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), 1e-30)
+                u = random_direction(jax.random.fold_in(env.key, 1), cells.n, ndim, cells.position.dtype)
                 step = step + jnp.where(alive[:, None], v[:, None] * u, 0)
             elif head == "chemotaxis":
                 g = env.gradient[:, env.names.index(sub), :ndim]
@@ -185,14 +186,19 @@ class Rules:
                 unit = jnp.where(sq > 0, g / jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
                 step = step + jnp.where(alive[:, None], v[:, None] * unit, 0)
         new = replace(cells, secretion=sec, uptake=upt, position=cells.position + dt * step)
-        if "death" in values:
-            p = -jnp.expm1(-values["death"][0] * dt)
-            dies = new.alive & (jax.random.uniform(jax.random.fold_in(env.key, 2), (cells.n,)) < p)
+        if "death" in values or "division" in values:
+            # one uniform per cell decides the step's event: death with probability p_death, else
+            # division with probability p_division (one event per cell and step; p_death + p_division
+            # is capped at 1)
+            u = jax.random.uniform(jax.random.fold_in(env.key, 2), (cells.n,), cells.position.dtype)
+            zero = jnp.zeros((cells.n,), cells.position.dtype)
+            p_die = -jnp.expm1(-values["death"][0] * dt) if "death" in values else zero
+            p_div = -jnp.expm1(-values["division"][0] * dt) if "division" in values else zero
+            dies = new.alive & (u < p_die)
+            splits = new.alive & ~dies & (u < p_die + p_div)
             new = replace(new, alive=new.alive & ~dies)
-        if "division" in values:
-            p = -jnp.expm1(-values["division"][0] * dt)
-            splits = new.alive & (jax.random.uniform(jax.random.fold_in(env.key, 3), (cells.n,)) < p)
-            new = divide(new, splits, jax.random.fold_in(env.key, 4))
+            if "division" in values:
+                new = divide(new, splits, jax.random.fold_in(env.key, 3))
         return new
 
     def _value(self, key: str, cells: Cells, env: Any) -> tuple[jax.Array, jax.Array]:
