@@ -719,6 +719,35 @@ def _read_activation(c: Checker, value: Any, key: str, names: Sequence[str], rec
     return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
 
 
+def _receptors_by_type(types: Sequence[str], pops: Sequence[dict]) -> dict[str, set[str]]:
+    """``{type label: substrates its populations carry receptors for}``."""
+    out: dict[str, set[str]] = {t: set() for t in types}
+    for p in pops:
+        out[types[p["type"]]].update(p["rec"])
+    return out
+
+
+def _read_cell_type(c: Checker, value: Any, key: str, types: Sequence[str]) -> tuple[str | None, int | None]:
+    """A rule's ``cell_type`` (a population's type label, or absent): the label and its index."""
+    if value is None:
+        return None, None
+    ct = c.string(value, f"{key}.cell_type")
+    if ct not in types:
+        close = difflib.get_close_matches(ct, list(types), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
+                    f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
+    return ct, types.index(ct)
+
+
+def _need_receptors(c: Checker, key: str, sig: str, who: Sequence[str], type_receptors: dict[str, set[str]]) -> None:
+    """A ``kind = "bound"`` rule: every type it applies to carries receptors for ``sig``."""
+    lacking = [t for t in who if sig not in type_receptors[t]]
+    if lacking:
+        raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
+                    f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
+
+
 def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequence[str],
                     pops: Sequence[dict]) -> tuple[list[Response], list[dict]]:
     """The ``[[responses]]`` tables: one :class:`Response` each, and their configs.
@@ -726,9 +755,7 @@ def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequenc
     A ``kind = "bound"`` rule needs receptors for its signal on every cell type
     it applies to (``pops`` says which types have which receptors).
     """
-    type_receptors: dict[str, set[str]] = {t: set() for t in types}
-    for p in pops:
-        type_receptors[types[p["type"]]].update(p["rec"])
+    type_receptors = _receptors_by_type(types, pops)
     responses, cfgs = [], []
     for i, rr in enumerate(_rows(c, value, "responses", "rule")):
         key = f"responses[{i}]"
@@ -738,22 +765,9 @@ def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequenc
         sig = c.substrate_name(rr["signal"], f"{key}.signal", names)
         kind = c.string(rr.get("kind", "bound"), f"{key}.kind", ("bound", "concentration"))
         param = c.string(rr.get("parameter", "secretion"), f"{key}.parameter", ("secretion", "uptake"))
-        ct = rr.get("cell_type")
-        ct_id = None
-        if ct is not None:
-            ct = c.string(ct, f"{key}.cell_type")
-            if ct not in types:
-                close = difflib.get_close_matches(ct, list(types), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
-                            f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
-            ct_id = types.index(ct)
+        ct, ct_id = _read_cell_type(c, rr.get("cell_type"), key, types)
         if kind == "bound":
-            who = [ct] if ct is not None else types
-            lacking = [t for t in who if sig not in type_receptors[t]]
-            if lacking:
-                raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
-                            f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
+            _need_receptors(c, key, sig, [ct] if ct is not None else types, type_receptors)
         vals = {"max": c.number(rr["max"], f"{key}.max", param),
                 "K": c.number(rr["K"], f"{key}.K", "receptors" if kind == "bound" else "amount/µm^ndim",
                               positive=True),
@@ -789,9 +803,7 @@ def _read_rules(c: Checker, value: Any, names: Sequence[str], types: Sequence[st
     ``cell_type`` names a population's type; a ``kind = "bound"`` rule needs
     receptors for its signal on the cells it applies to.
     """
-    type_receptors: dict[str, set[str]] = {t: set() for t in types}
-    for p in pops:
-        type_receptors[types[p["type"]]].update(p["rec"])
+    type_receptors = _receptors_by_type(types, pops)
     made, cfgs = [], []
     for i, rr in enumerate(_rows(c, value, "rules", "rule")):
         key = f"rules[{i}]"
@@ -804,21 +816,9 @@ def _read_rules(c: Checker, value: Any, names: Sequence[str], types: Sequence[st
         if sub:
             c.substrate_name(sub, f"{key}.behaviour", names)
         direction = c.string(rr.get("direction", "up"), f"{key}.direction", ("up", "down"))
-        ct = rr.get("cell_type")
-        ct_id = None
-        if ct is not None:
-            ct = c.string(ct, f"{key}.cell_type")
-            if ct not in types:
-                close = difflib.get_close_matches(ct, list(types), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise c.err(f"{key}.cell_type", f"no [[cells]] population has type {ct!r}",
-                            f"{hint}types: {', '.join(map(repr, types)) or '(none)'}")
-            ct_id = types.index(ct)
+        ct, ct_id = _read_cell_type(c, rr.get("cell_type"), key, types)
         if kind == "bound":
-            lacking = [t for t in ([ct] if ct is not None else types) if sig not in type_receptors[t]]
-            if lacking:
-                raise c.err(f"{key}.signal", f"cells of type {lacking[0]!r} have no receptors for {sig!r}",
-                            f"give them receptors.\"{sig}\", set cell_type, or use kind = \"concentration\"")
+            _need_receptors(c, key, sig, [ct] if ct is not None else types, type_receptors)
         vals = {"max": c.number(rr["max"], f"{key}.max", "the behaviour's unit"),
                 "K": c.number(rr["K"], f"{key}.K", "receptors" if kind == "bound" else "amount/µm^ndim",
                               positive=True),

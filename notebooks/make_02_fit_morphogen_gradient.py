@@ -10,12 +10,10 @@ bottom) without saving its outputs.
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbgen import write
 
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "02_fit_morphogen_gradient.ipynb"
@@ -155,30 +153,6 @@ the data actually determine."""),
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--execute", action="store_true", help="run it once with nbclient (outputs not saved)")
-    args = parser.parse_args()
-    nb = build()
-    nbformat.validate(nb)
-    nbformat.write(nb, TARGET)
-    print(f"wrote {TARGET}")
-    if args.execute:
-        from nbclient import NotebookClient
-
-        run = build()
-        t0 = time.perf_counter()
-        NotebookClient(run, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
-        print(f"executed top to bottom in {time.perf_counter() - t0:.1f} s")
-
 
 if __name__ == "__main__":
-    main()
+    write(TARGET, [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS])

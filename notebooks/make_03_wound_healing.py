@@ -6,11 +6,10 @@ Usage: python notebooks/make_03_wound_healing.py [--execute]
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbgen import write
 
 HERE = Path(__file__).resolve().parent
 PATH = HERE / "03_wound_healing.ipynb"
@@ -142,25 +141,6 @@ print(f"d/d(vmax): {float(slope):.4g} (autodiff) vs {float(fd):.4g} (finite diff
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def main() -> None:
-    nb = build()
-    if "--execute" in sys.argv:
-        from nbclient import NotebookClient
-
-        NotebookClient(nbformat.from_dict(nb), timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(HERE)}}).execute()
-        print("executed without errors")
-    nbformat.validate(nb)
-    nbformat.write(nb, PATH)
-    print("wrote", PATH)
-
 
 if __name__ == "__main__":
-    main()
+    write(PATH, CELLS)
