@@ -24,17 +24,21 @@ Behaviours and units:
   along that substrate's gradient direction (toward higher concentration; no
   move where the gradient is 0).
 * ``"division"``, ``"death"`` (1/s): a rate ``r`` becomes the per-step
-  probability ``1 − exp(−r·dt)``; one uniform number per cell and step picks
-  at most one event (death, else division); division uses
-  :func:`jaxcell.divide`, death sets ``alive`` False (the step books what the
-  cell held).
+  probability ``1 − exp(−r·dt)``, drawn independently for the two (a cell
+  that dies does not divide in that step) from 32-bit integers, so small
+  probabilities are not rounded; division uses :func:`jaxcell.divide`, death
+  sets ``alive`` False (the step books what the cell held).
 
-The base value of a behaviour is per cell, stored in ``Cells.base`` when a run
-starts (:meth:`Rules.prepare`, called by :func:`jaxcell.simulate`) and then
-carried along, inherited by daughters and kept by resumed runs: the rates the
-cell had for secretion and uptake, ``rules(..., base=...)`` for the others
-(0 when not given). Randomness comes from ``env.key`` only, so reruns and
-resumes give the same numbers.
+The base value of a behaviour is per cell, in ``Cells.base``, filled by
+:meth:`Rules.prepare` (called by :func:`jaxcell.simulate` before the loop):
+``rules(..., base=...)`` tables are written at every call; secretion and
+uptake otherwise start from the rates the cells had when the first run
+started and are then carried along (inherited by daughters, kept by resumed
+runs). The Hill sum ``(x/K)^n`` is capped at e^80, where the factor is 1 in any
+precision. Randomness comes from ``env.key`` only, so reruns and resumes give
+the same numbers. Two rules of one behaviour and direction that reach the same
+cells must share ``max``: checked when the values are concrete, not for traced
+ones (the last rule's ``max`` would win).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = ["BEHAVIOURS", "Rule", "Rules", "rules"]
 BEHAVIOURS = ("secretion:<substrate>", "uptake:<substrate>", "speed", "chemotaxis:<substrate>", "division", "death")
 """The behaviours a :class:`Rule` can regulate (``<substrate>`` is a substrate's name)."""
 
+HILL_LOG_CAP = 80.0  # (x/K)^n is capped at e^80 ≈ 5.5e34, where the Hill factor is 1 in any float
 _PER_SUBSTRATE = ("secretion", "uptake", "chemotaxis")
 _PLAIN = ("speed", "division", "death")
 UNITS = {"secretion": "amount/s", "uptake": "µm^ndim/s", "chemotaxis": "µm/s", "speed": "µm/s",
@@ -132,16 +137,25 @@ class Rule:
         """``(x/K)^n`` per cell ``(N,)``, 0 for cells this rule does not apply to."""
         si = env.names.index(self.signal)
         x = cells.receptors.bound[:, si] if self.kind == "bound" else env.concentration[:, si]
-        r = jnp.maximum(x, 0) / self.K
+        r = jnp.maximum(x, 0) / self.K  # NaN stays NaN: a broken field must not read as "no signal"
         pos = r > 0
-        # a safe power: (0)^n with n < 1 has an infinite derivative, kept out of grad
-        h = jnp.where(pos, jnp.power(jnp.where(pos, r, 1.0), self.n), 0.0)
+        # (x/K)^n in log space, capped at e^80 (< float32's max): far beyond saturation S/(1+S) is 1
+        # to round-off either way, and an inf would make it inf/inf. The log of a safe argument
+        # keeps 0^n (infinite derivative for n < 1) out of grad.
+        log_h = self.n * jnp.log(jnp.where(pos, r, 1.0))
+        h = jnp.where(pos, jnp.exp(jnp.minimum(log_h, HILL_LOG_CAP)), jnp.where(jnp.isnan(r), r, 0.0))
         return jnp.where(self.applies(cells), h, 0.0)
 
     def applies(self, cells: Cells) -> jax.Array:
         """``(N,)`` bool: live cells of this rule's type."""
         ok = cells.alive
         return ok if self.cell_type is None else ok & (cells.type == self.cell_type)
+
+
+def _threshold(p: jax.Array) -> jax.Array:
+    """``floor(p·2^32)`` as uint32: ``bits < threshold`` has probability p to within 2^-32 (p in [0, 1])."""
+    t = jnp.floor(jnp.clip(p, 0, 1).astype(jnp.float32) * 4294967296.0)
+    return jnp.minimum(t, 4294967040.0).astype(jnp.uint32)  # the largest float32 below 2^32
 
 
 @node
@@ -187,17 +201,15 @@ class Rules:
                 step = step + jnp.where(alive[:, None], v[:, None] * unit, 0)
         new = replace(cells, secretion=sec, uptake=upt, position=cells.position + dt * step)
         if "death" in values or "division" in values:
-            # one uniform per cell decides the step's event: death with probability p_death, else
-            # division with probability p_division (one event per cell and step; p_death + p_division
-            # is capped at 1)
-            u = jax.random.uniform(jax.random.fold_in(env.key, 2), (cells.n,), cells.position.dtype)
-            zero = jnp.zeros((cells.n,), cells.position.dtype)
-            p_die = -jnp.expm1(-values["death"][0] * dt) if "death" in values else zero
-            p_div = -jnp.expm1(-values["division"][0] * dt) if "division" in values else zero
-            dies = new.alive & (u < p_die)
-            splits = new.alive & ~dies & (u < p_die + p_div)
-            new = replace(new, alive=new.alive & ~dies)
+            # independent events with P = 1 − exp(−r·dt) each (a cell that dies does not divide in
+            # that step), drawn as 32-bit integers: a float32 uniform is a multiple of 2^-23 or 2^-24,
+            # which would bias a probability of 1e-6 by 10-20 %
+            bits = jax.random.bits(jax.random.fold_in(env.key, 2), (cells.n, 2), jnp.uint32)
+            if "death" in values:
+                dies = new.alive & (bits[:, 0] < _threshold(-jnp.expm1(-values["death"][0] * dt)))
+                new = replace(new, alive=new.alive & ~dies)
             if "division" in values:
+                splits = new.alive & (bits[:, 1] < _threshold(-jnp.expm1(-values["division"][0] * dt)))
                 new = divide(new, splits, jax.random.fold_in(env.key, 3))
         return new
 
@@ -220,12 +232,31 @@ class Rules:
         return out, touched
 
     def prepare(self, cells: Cells, model: Any) -> Cells:
-        """Cells with every base value the rules need recorded (those already there are kept).
+        """Cells with every base value the rules need in ``Cells.base``.
 
-        Checks the rules against ``model`` (substrate names, receptors for
-        ``kind="bound"``); :func:`jaxcell.simulate` calls it before the loop.
+        A ``base=`` table given to :func:`rules` is written every time (so a
+        later call with another table, or a traced one, takes effect); ``None``
+        there means the cells carry the value themselves (scenario files). Other
+        behaviours keep a value the cells already carry; secretion and uptake
+        otherwise start from the cells' rates, the rest from 0. Checks the rules
+        against ``model`` (substrate names, receptors for ``kind="bound"``, no
+        :class:`jaxcell.Response` on the same rate); :func:`jaxcell.simulate`
+        calls it before the loop.
         """
         names = tuple(model.names)
+        for k in cells.base:
+            try:
+                _split(k)
+            except ValueError:
+                raise ValueError(f"Cells.base has a key {k!r} that is no behaviour; use one of {BEHAVIOURS}") \
+                    from None
+        for r in self.rules:
+            head, sub = _split(r.behaviour)
+            for resp in getattr(model, "responses", ()):
+                if (resp.parameter, resp.target) == (head, sub):
+                    raise ValueError(f"Rule on {r.behaviour!r} and a jc.Response on {resp.parameter} of "
+                                     f"{resp.target!r} would both set that rate every step (the response first, "
+                                     "so exchange would never see the rule); keep one of them")
         for r in self.rules:
             _, sub = _split(r.behaviour)
             for what, name in (("signal", r.signal), ("behaviour", sub)):
@@ -236,25 +267,27 @@ class Rules:
                 raise ValueError(f"Rule on {r.signal!r} with kind='bound' needs cells with receptors "
                                  "(jc.Receptors); or use kind='concentration'")
         rest = dict(cells.base)
-        n = cells.n
+        n, dtype = cells.n, cells.position.dtype
         for k in self.keys:
-            if k in rest:
-                continue
             head, sub = _split(k)
-            if head in ("secretion", "uptake") and k not in self.base:
-                rest[k] = jnp.asarray(getattr(cells, head))[:, names.index(sub)]
-                continue
             table = self.base.get(k)
-            if table is None:
-                rest[k] = jnp.zeros((n,), cells.position.dtype)
-            elif jnp.ndim(table) == 0:
-                rest[k] = jnp.full((n,), table, cells.position.dtype)
-            else:
-                types = np.asarray(cells.type)
-                if types.size and types.max() >= np.shape(table)[0]:
-                    raise ValueError(f"rules base[{k!r}] has {np.shape(table)[0]} per-type values but the cells "
-                                     f"have type {int(types.max())}")
-                rest[k] = jnp.asarray(table, cells.position.dtype)[cells.type]
+            if k in self.base and table is None:
+                if k not in rest:
+                    raise ValueError(f"rules(base={{{k!r}: None}}) says the cells carry {k!r}, but Cells.base "
+                                     f"has no {k!r}; give Cells(base={{{k!r}: ...}}) or a value in base=")
+            elif table is not None:
+                if jnp.ndim(table) == 0:
+                    rest[k] = jnp.full((n,), table, dtype)
+                else:
+                    if is_concrete(cells.type):
+                        types = np.asarray(cells.type)
+                        if types.size and (types.max() >= np.shape(table)[0] or types.min() < 0):
+                            raise ValueError(f"rules base[{k!r}] has {np.shape(table)[0]} per-type values but "
+                                             f"the cells have type {int(types.max())}")
+                    rest[k] = jnp.asarray(table, dtype)[cells.type]
+            elif k not in rest:
+                rest[k] = (jnp.asarray(getattr(cells, head))[:, names.index(sub)] if head in ("secretion", "uptake")
+                           else jnp.zeros((n,), dtype))
         return replace(cells, base=rest)
 
 
@@ -263,12 +296,15 @@ def rules(rule_list: Sequence[Rule], base: Mapping[str, Any] | None = None) -> R
 
     Args:
         rule_list: :class:`Rule` objects.
-        base: optional base values for behaviours that cells do not carry:
-            behaviour → a number or a ``(T,)`` table per cell type, in the
-            behaviour's unit (``{"division": 1e-5, "speed": [0.0, 0.05]}``); a
+        base: optional base values: behaviour → a number or a ``(T,)`` table
+            per cell type, in the behaviour's unit (``{"division": 1e-5,
+            "speed": [0.0, 0.05]}``), written into ``Cells.base`` at every
+            :func:`jaxcell.simulate` call; or None: the cells carry their own
+            (``Cells(base=...)``, as scenario files do per population). A
             behaviour named here but in no rule runs at its base value (plain
-            random motility, constant division). Secretion and uptake default to
-            the cells' own rates when the run starts.
+            random motility, constant division). Without an entry, secretion and
+            uptake start from the cells' own rates when the first run starts,
+            and the others from what ``Cells.base`` holds, else 0.
 
     Returns:
         A :class:`Rules` behaviour.
@@ -288,6 +324,9 @@ def rules(rule_list: Sequence[Rule], base: Mapping[str, Any] | None = None) -> R
     tables = {}
     for k, v in (base or {}).items():
         head, _ = _split(k)
+        if v is None:  # the cells carry it (Cells.base)
+            tables[k] = None
+            continue
         arr = as_float(v, f"rules base[{k!r}]")
         if np.ndim(arr) > 1:
             raise ValueError(f"rules base[{k!r}] must be a number or a (T,) table per cell type, got "

@@ -325,7 +325,8 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
         cells = sc.cells
         coords["cell"] = ("cell", np.arange(n), {"long_name": "cell index"})
         coords["axis"] = ("axis", np.asarray(axes, dtype=object), {"long_name": "spatial axis"})
-        data["position"] = (("cell", "axis"), np.asarray(cells.position), {"units": "µm"})
+        data["position"] = (("cell", "axis"), np.asarray(cells.position),
+                            {"units": "µm", "long_name": "cell position at t = 0 (see track when cells move)"})
         data["cell_type"] = (("cell",), np.asarray(cells.type, np.int32),
                              {"units": "1", "types": json.dumps(list(sc.types)),
                               "long_name": "index into the 'types' attribute"})
@@ -388,7 +389,9 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
     scale = np.maximum.reduce([np.abs(b[k]) for k in ("initial", "secreted", "inflow", "outflow", "fields")])
     per_sub = {nm: {k: float(b[k][i]) for k in b} for i, nm in enumerate(names)}
     for i, nm in enumerate(names):
-        per_sub[nm]["relative_residual"] = float(abs(b["residual"][i]) / scale[i]) if scale[i] > 0 else 0.0
+        # NaN stays NaN (a broken run must not report a closed budget); no flow at all is residual 0
+        per_sub[nm]["relative_residual"] = (float(abs(b["residual"][i]) / scale[i]) if scale[i] > 0
+                                            else (float("nan") if np.isnan(scale[i]) else 0.0))
     steps = sum(_steps(float(times[k]), float(times[k + 1]), sc.run.dt) for k in range(len(times) - 1))
     # responders per frame: fixed, or (cells that live) the live cells of a type with a rule
     resps = [f.get("responder", sc.has_activation()) for f in frames]

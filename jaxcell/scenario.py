@@ -68,6 +68,7 @@ import hashlib
 import json
 import re
 import tomllib
+import warnings
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -380,11 +381,13 @@ class Checker:
             raise self.err(key, f"must be >= 0 ({unit}), got {value}", "rates and amounts are non-negative")
         return v
 
-    def integer(self, value: Any, key: str, *, minimum: int = 0) -> int:
+    def integer(self, value: Any, key: str, *, minimum: int = 0, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.err(key, f"must be an integer, got {_kind(value)}", f"write e.g. {key.split('.')[-1]} = 10")
         if value < minimum:
             raise self.err(key, f"must be >= {minimum}, got {value}", f"give an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise self.err(key, f"must be <= {maximum:,}, got {value:,}", f"give an integer <= {maximum:,}")
         return int(value)
 
     def string(self, value: Any, key: str, choices: Sequence[str] | None = None) -> str:
@@ -455,6 +458,7 @@ _FACE_KINDS = ("flux", "dirichlet", "robin")
 _RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity")
 _RULE = ("signal", "kind", "behaviour", "direction", "max", "K", "n", "cell_type")
 _BASE = ("speed", "division", "death")  # and "chemotaxis:<substrate>"
+MAX_CAPACITY = 100_000_000  # cell slots a scenario may ask for
 _PLACEMENT_KEYS = {
     "random": ("count", "lo", "hi"),
     "sphere": ("count", "center", "radius"),
@@ -502,13 +506,15 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
         mask, value, config["vessel"] = _read_vessel(c, raw["vessel"], grid, names)
     model = _make_model(c, grid, substrates, run, mask, value, responses)
     cells, activation = _make_cells(c, pops, grid, names, run.capacity)
-    by_type = {k: np.zeros((len(types),), v.dtype) for k, v in activation.items()}
-    by_type["signal"][:] = -1
-    starts = np.cumsum([0] + [p["n"] for p in pops])
-    for p, start in reversed(list(zip(pops, starts))):  # the first population of a type sets its rule
-        if p["act"] is not None:
-            for k, v in activation.items():
-                by_type[k][p["type"]] = v[start]
+    by_type = _activation_by_type(c, pops, types, activation) if behaviour is not None else None
+    if behaviour is not None and cells is not None:
+        with c.at("rules", "check the [[rules]] against the substrates, receptors and [[responses]]"):
+            behaviour.prepare(cells, model)
+        divides = any(r.behaviour == "division" for r in behaviour.rules) or any("division" in p["base"] for p in pops)
+        if divides and run.capacity <= sum(p["n"] for p in pops):
+            warnings.warn(f"{label}: cells may divide but run.capacity leaves no free slot for daughters, so no "
+                          f"division can happen until cells die; set run.capacity above the "
+                          f"{sum(p['n'] for p in pops)} cells placed", UserWarning, stacklevel=3)
     initial = np.asarray([s["initial"] for s in config["substrates"]])
     return Scenario(name=name, source=label, config=config, text=text, model=model, cells=cells, run=run,
                     types=tuple(types), initial=initial, activation=activation, behaviour=behaviour,
@@ -626,7 +632,7 @@ def _read_run(c: Checker, value: Any) -> tuple[RunConfig, dict]:
         save_every=0.0,
         seed=c.integer(r.get("seed", 0), "run.seed"),
         coupling=c.string(r.get("coupling", "nearest"), "run.coupling", ("nearest", "linear")),
-        capacity=c.integer(r.get("capacity", 0), "run.capacity"),
+        capacity=c.integer(r.get("capacity", 0), "run.capacity", maximum=MAX_CAPACITY),
     )
     save_every = c.number(r.get("save_every", run.t_end / 10), "run.save_every", "s", positive=True)
     if save_every > run.t_end:
@@ -833,7 +839,28 @@ def _read_rules(c: Checker, value: Any, names: Sequence[str], types: Sequence[st
     if not made and not at_rest:
         return None, cfgs
     with c.at("rules", "give rules of one behaviour and direction the same max"):
-        return rules(made, base={k: 0.0 for k in at_rest}), cfgs
+        return rules(made, base={k: None for k in at_rest}), cfgs
+
+
+def _activation_by_type(c: Checker, pops: Sequence[dict], types: Sequence[str],
+                        activation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-type activation arrays ``(T,)`` for runs whose cells live (daughters take their mother's
+    type, and so its rule, into free slots): populations of one type must then share one rule."""
+    by_type = {k: np.zeros((len(types),), v.dtype) for k, v in activation.items()}
+    by_type["signal"][:] = -1
+    seen: dict[int, tuple[int, dict | None]] = {}
+    start = 0
+    for i, p in enumerate(pops):
+        first = seen.setdefault(p["type"], (i, p["act"]))
+        if first[1] != p["act"]:
+            raise c.err(f"cells[{i}].activation", f"differs from cells[{first[0]}], a population of the same type "
+                        f"{types[p['type']]!r}; with [[rules]] a daughter takes its type's rule",
+                        "give populations of one type the same activation, or different type names")
+        if p["act"] is not None:
+            for k, v in activation.items():
+                by_type[k][p["type"]] = v[start]
+        start += p["n"]
+    return by_type
 
 
 def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: RunConfig, mask: np.ndarray | None,

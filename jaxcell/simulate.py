@@ -286,16 +286,20 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         behaviour_static=static, seed=int(seed))
     model.scheme.after_run(model, fields, saved, dt_f)
     if behaviour is not None:
-        _check_finite_cells(cells, t_end_f)
+        _check_finite_cells(cells, fields, t_end_f)
     new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
     return new, Trajectory(times, saved, saved_cells)
 
 
-def _check_finite_cells(cells: Cells, t_end: float) -> None:
-    """After a run with a behaviour: refuse NaN or inf in any cell field, naming it (checked on the host
-    once per call, since errors cannot be raised inside the compiled loop; skipped under tracing)."""
+def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
+    """After a run with a behaviour: refuse NaN or inf in any cell field or in the fields, naming it
+    (checked on the host once per call, since errors cannot be raised inside the compiled loop; skipped
+    under tracing). A NaN rate can pass into the fields and out of the cells again within one call."""
+    if is_concrete(fields) and not bool(jnp.all(jnp.isfinite(fields))):
+        raise ValueError(f"the fields hold NaN or inf by t = {t_end:g} s in a run with a behaviour: a rate it "
+                         "set was NaN or infinite at some step; check what it computes")
     for path, x in jax.tree_util.tree_flatten_with_path(cells)[0]:
         if not is_concrete(x) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             continue

@@ -113,7 +113,7 @@ count = 40
 lo = [0.0, 0.0]
 hi = [200.0, 120.0]
 uptake = { "GF" = 1.0 }
-base = { speed = 0.05, death = 2.0e-4 }
+base = { speed = 0.05, death = 2.0e-4, division = 1.0e-3 }
 [[rules]]
 signal = "GF"
 behaviour = "chemotaxis:GF"
@@ -123,7 +123,7 @@ cell_type = "mover"
 [[rules]]
 signal = "GF"
 behaviour = "division"
-max = 1.0e-3
+max = 5.0e-3
 K = 0.2
 n = 2.0
 cell_type = "mover"

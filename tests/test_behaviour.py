@@ -247,3 +247,90 @@ def test_gradient_is_finite_where_the_signal_is_flat():
     assert np.isfinite(g)
     assert g == pytest.approx(fd, rel=1e-5)
     assert g > 0  # moving up the ramp meets more ligand
+
+
+def test_hill_sum_far_beyond_saturation_gives_max_not_nan():
+    """(x/K)^n that overflows even float64 (1e12^30): the factor is 1, the rate is max, nothing is NaN."""
+    model = jc.Model(jc.Grid((6,), 10.0), [jc.Substrate("s", 10.0, decay=1e-2)], solver="implicit")
+    cells = jc.Cells(np.array([[25.0]]), secretion=0.5)
+    beh = jc.rules([jc.Rule("s", "concentration", "secretion:s", "up", max=3.0, K=1e-12, n=30.0)])
+    state, _ = jc.simulate(model, model.init(cells, fields=np.full((6,), 1.0)), t_end=5.0, dt=1.0, behaviour=beh)
+    assert float(state.cells.secretion[0, 0]) == 3.0
+    assert np.all(np.isfinite(np.asarray(state.fields)))
+
+
+def test_an_explicit_base_table_takes_effect_on_every_call():
+    """A later call with another base= table uses it (it is written into Cells.base each call)."""
+    model = jc.Model(jc.Grid((8,), 10.0), [jc.Substrate("s", 10.0)], solver="explicit")
+    cells = jc.Cells(lattice(200, 1, 79, ndim=1))
+    s1, _ = jc.simulate(model, model.init(cells), t_end=10.0, dt=1.0, behaviour=jc.rules([], base={"death": 0.0}))
+    assert bool(np.all(np.asarray(s1.cells.alive)))
+    s2, _ = jc.simulate(model, s1, t_end=20.0, dt=1.0, behaviour=jc.rules([], base={"death": 10.0}))
+    # P(survive 10 steps) = e^-100: none left
+    assert not np.any(np.asarray(s2.cells.alive))
+
+
+def test_death_and_division_are_independent_with_their_probabilities():
+    """Both at rate r for one step, drawn independently (a dying cell does not divide): each cell leaves
+    0 (p), 1 ((1−p)²) or 2 ((1−p)p) live cells, p = 1 − e^{−r dt}: mean (1−p)(1+p), 4 sd.
+
+    One uniform deciding "death, else division" would leave 1 per cell on average instead.
+    """
+    model = jc.Model(jc.Grid((10, 10), 20.0), [jc.Substrate("s", 10.0)], solver="explicit")
+    n = 20000
+    cells = jc.Cells(lattice(2 * n, 5, 195), alive=np.arange(2 * n) < n, volume=1.0)
+    r, dt = 0.5, 1.0
+    state, _ = jc.simulate(model, model.init(cells), t_end=dt, dt=dt, seed=11,
+                           behaviour=jc.rules([], base={"death": r, "division": r}))
+    p = 1 - np.exp(-r * dt)
+    mean = (1 - p) * (1 + p)
+    var = (1 - p) ** 2 + 4 * (1 - p) * p - mean**2
+    per_cell = np.asarray(state.cells.alive).sum() / n
+    assert abs(per_cell - mean) < 4 * np.sqrt(var / n)
+
+
+def test_small_probabilities_are_not_rounded():
+    """The integer threshold keeps p = 8.8e-7 to 2^-32 (a float32 uniform would round it up by 8 %)."""
+    from jaxcell.behaviour import _threshold
+
+    for p in (8.8e-7, 1e-7, 0.3, 1.0 - 1e-6):
+        got = int(_threshold(jnp.asarray(p))) / 2.0**32
+        assert abs(got - p) <= 2.0**-32 + p * 2.0**-23, p
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_random_directions_are_unit_and_uniform(ndim):
+    """Unit length; on the circle the angle, on the sphere z and the azimuth, are uniform (χ², 10 bins)."""
+    from jaxcell.cells import random_direction
+
+    n = 50000
+    u = np.asarray(random_direction(jax.random.key(4), n, ndim, jnp.float64))
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-12)
+    samples = [np.arctan2(u[:, 1], u[:, 0])]
+    if ndim == 3:
+        samples.append(u[:, 2])
+    for x in samples:
+        counts, _ = np.histogram(x, bins=10)
+        chi2 = np.sum((counts - n / 10) ** 2 / (n / 10))
+        assert chi2 < 27.9  # 99.9 % quantile of χ² with 9 degrees of freedom
+    np.testing.assert_allclose(u.mean(axis=0), 0.0, atol=4 / np.sqrt(n))
+
+
+def test_rules_and_responses_on_one_rate_are_refused():
+    model = jc.Model(jc.Grid((4,), 10.0), [jc.Substrate("s", 1.0)],
+                     responses=[jc.Response("s", "s", max=1.0, K=1.0, kind="concentration")])
+    cells = jc.Cells(np.array([[5.0]]))
+    beh = jc.rules([jc.Rule("s", "concentration", "secretion:s", "down", max=0.0, K=1.0)])
+    with pytest.raises(ValueError, match="would both set that rate"):
+        jc.simulate(model, model.init(cells), 1.0, 1.0, behaviour=beh)
+
+
+def test_per_type_base_table_works_under_jit_and_base_keys_are_checked():
+    model = jc.Model(jc.Grid((8,), 10.0), [jc.Substrate("s", 10.0)], solver="explicit")
+    cells = jc.Cells(np.array([[15.0], [45.0]]), type=np.array([0, 1]))
+    beh = jc.rules([], base={"speed": [0.0, 1.0]})
+    moved = jax.jit(lambda s: jc.simulate(model, s, 5.0, 1.0, behaviour=beh)[0].cells.position)(model.init(cells))
+    np.testing.assert_allclose(np.abs(np.asarray(moved)[:, 0] - [15.0, 45.0]), [0.0, 5.0], atol=1e-9)
+    with pytest.raises(ValueError, match="'sped' that is no behaviour"):
+        jc.simulate(model, model.init(jc.Cells(np.array([[15.0]]), base={"sped": 1.0})), 1.0, 1.0,
+                    behaviour=beh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax
@@ -142,19 +143,20 @@ def test_rules_and_base_values_become_a_behaviour(tmp_path: Path) -> None:
     r0, r1 = sc.behaviour.rules
     assert (r0.behaviour, r0.direction, float(r0.max), float(r0.K), r0.cell_type) == \
         ("chemotaxis:GF", "up", 0.05, 0.1, 1)
-    assert (r1.behaviour, float(r1.n)) == ("division", 2.0)
+    assert (r1.behaviour, float(r1.n), float(r1.max)) == ("division", 2.0, 5e-3)
     cells = sc.cells
     assert cells.n == 120 and int(np.sum(np.asarray(cells.alive))) == 43
     is_mover = np.asarray(cells.type) == 1
     alive = np.asarray(cells.alive)
     np.testing.assert_array_equal(np.asarray(cells.base["speed"])[alive], np.where(is_mover[alive], 0.05, 0.0))
     np.testing.assert_array_equal(np.asarray(cells.base["death"])[alive], np.where(is_mover[alive], 2e-4, 0.0))
+    np.testing.assert_array_equal(np.asarray(cells.base["division"])[alive], np.where(is_mover[alive], 1e-3, 0.0))
     # the state records the remaining base values (division from 0, chemotaxis from 0) before any step
     state = sc.init_state()
     assert set(state.cells.base) == {"speed", "death", "division", "chemotaxis:GF"}
 
 
-EXTRA_DIVISION = '[[rules]]\nsignal = "GF"\nbehaviour = "division"\nmax = 5.0e-3\nK = 0.2\n[run]'
+EXTRA_DIVISION = '[[rules]]\nsignal = "GF"\nbehaviour = "division"\nmax = 9.0e-3\nK = 0.2\n[run]'
 
 
 @pytest.mark.parametrize("old, new, key", [
@@ -162,8 +164,9 @@ EXTRA_DIVISION = '[[rules]]\nsignal = "GF"\nbehaviour = "division"\nmax = 5.0e-3
     ('behaviour = "chemotaxis:GF"', 'behaviour = "growth"', "rules[0]"),
     ('cell_type = "mover"\n[run]', 'cell_type = "movers"\n[run]', "rules[1].cell_type"),
     ("capacity = 120", "capacity = 10", "run.capacity"),
-    ("base = { speed = 0.05, death = 2.0e-4 }", "base = { speed = 0.05, wobble = 1.0 }", "cells[1].base.wobble"),
-    ("base = { speed = 0.05, death = 2.0e-4 }", "base = { speed = -0.05 }", "cells[1].base.speed"),
+    ("death = 2.0e-4,", "wobble = 1.0,", "cells[1].base.wobble"),
+    ("speed = 0.05,", "speed = -0.05,", "cells[1].base.speed"),
+    ("capacity = 120", "capacity = 1000000000", "run.capacity"),
     ("[run]", EXTRA_DIVISION, "rules"),  # two up-rules of division with different max
 ])
 def test_bad_rules_name_their_key(old: str, new: str, key: str, tmp_path: Path) -> None:
@@ -176,3 +179,25 @@ def test_bad_rules_name_their_key(old: str, new: str, key: str, tmp_path: Path) 
         load(path)
     msg = str(e.value)
     assert "\n" not in msg and f": {key}: " in msg, msg
+
+
+def test_living_scenarios_check_what_joins_tables(tmp_path: Path) -> None:
+    """Populations of one type with different activation rules, a rule and a response on one rate,
+    and division without free slots (a warning): each named at its key."""
+    from scenario_cases import LIVING
+
+    second = ('[[cells]]\ntype = "mover"\nplacement = "random"\ncount = 5\nlo = [0.0, 0.0]\nhi = [200.0, 120.0]\n'
+              'activation = { signal = "GF", concentration = 0.1 }\n[[rules]]')
+    cases = [(LIVING.replace("[[rules]]", second, 1), "cells[2].activation"),
+             (LIVING.replace("[run]", '[[responses]]\ntarget = "GF"\nsignal = "GF"\nmax = 1.0\nK = 1.0\n'
+                             'kind = "concentration"\n[[rules]]\nsignal = "GF"\nbehaviour = "secretion:GF"\n'
+                             'max = 0.0\nK = 1.0\ndirection = "down"\n[run]'), "rules")]
+    for text, key in cases:
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ScenarioError, match=rf": {re.escape(key)}: "):
+            load(path)
+    path = tmp_path / "full.toml"
+    path.write_text(LIVING.replace("capacity = 120", "capacity = 43"))
+    with pytest.warns(UserWarning, match="no free slot for daughters"):
+        load(path)
