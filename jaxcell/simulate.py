@@ -297,9 +297,6 @@ def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
     """After a run with a behaviour: refuse NaN or inf in any cell field or in the fields, naming it
     (checked on the host once per call, since errors cannot be raised inside the compiled loop; skipped
     under tracing). A NaN rate can pass into the fields and out of the cells again within one call."""
-    if is_concrete(fields) and not bool(jnp.all(jnp.isfinite(fields))):
-        raise ValueError(f"the fields hold NaN or inf by t = {t_end:g} s in a run with a behaviour: a rate it "
-                         "set was NaN or infinite at some step; check what it computes")
     for path, x in jax.tree_util.tree_flatten_with_path(cells)[0]:
         if not is_concrete(x) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             continue
@@ -309,6 +306,10 @@ def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
             raise ValueError(f"the behaviour left NaN or inf in cells{jax.tree_util.keystr(path)} of {rows.size} "
                              f"cell(s) (first: index {int(rows[0])}) by t = {t_end:g} s; check what it computes "
                              "(e.g. a division by a zero gradient norm or a rate overflow)")
+    # checked after the cells, whose message names the field that went wrong
+    if is_concrete(fields) and not bool(jnp.all(jnp.isfinite(fields))):
+        raise ValueError(f"the fields hold NaN or inf by t = {t_end:g} s in a run with a behaviour: a rate it "
+                         "set was NaN or infinite at some step; check what it computes")
 
 
 def budget(state: State) -> dict[str, jax.Array]:

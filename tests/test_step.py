@@ -244,3 +244,15 @@ def test_nan_left_by_a_behaviour_is_refused_naming_the_field():
 
     with pytest.raises(ValueError, match=r"cells\.secretion"):
         jc.simulate(model, model.init(cells), t_end=3.0, dt=1.0, behaviour=overflow)
+
+
+def test_nan_that_passed_into_the_fields_is_refused():
+    """A NaN rate at one step and a finite one later: the cells end finite, the fields do not."""
+    model = jc.Model(jc.Grid((8,), 10.0), [jc.Substrate("s", 1.0)], solver="explicit")
+    cells = jc.Cells(np.array([[15.0]]), secretion=1.0)
+
+    def glitch(cells, env, t):
+        return replace(cells, secretion=jnp.where(t < 1.5, jnp.nan, 1.0) * jnp.ones_like(cells.secretion))
+
+    with pytest.raises(ValueError, match="the fields hold NaN or inf by t = 4 s"):
+        jc.simulate(model, model.init(cells), t_end=4.0, dt=1.0, behaviour=glitch)
