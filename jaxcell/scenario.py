@@ -71,11 +71,12 @@ from typing import Any
 import numpy as np
 
 from jaxcell import solvers
+from jaxcell._node import float_dtype
 from jaxcell.binding import Response
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
-from jaxcell.model import Model, State
+from jaxcell.model import Model, State, check_memory
 from jaxcell.substrate import Substrate
 
 __all__ = ["DEFAULT", "Checker", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
@@ -164,9 +165,15 @@ class Scenario:
 
     def init_state(self) -> State:
         """The state at t = 0 (uniform initial fields; held vessel voxels at their value)."""
+        dtype = float_dtype()
+        check_memory(self.model, dtype, self.n_cells)  # before the fields below are allocated
+        if not np.any(self.initial):
+            return self.model.init(self.cells)
+        # the run's dtype (float32 unless x64): no double-size float64 copy of a big grid
         shape = (self.model.n_substrates,) + self.grid.shape
-        fields = np.broadcast_to(self.initial.reshape((-1,) + (1,) * self.grid.ndim), shape)
-        return self.model.init(self.cells, fields=np.array(fields))
+        fields = np.empty(shape, dtype)
+        fields[...] = self.initial.astype(dtype).reshape((-1,) + (1,) * self.grid.ndim)
+        return self.model.init(self.cells, fields=fields)
 
     def activated(self, cells: Cells | None, local: np.ndarray | None) -> np.ndarray:
         """Which cells count as activated, ``(N,)`` bool.
@@ -920,13 +927,15 @@ def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tu
         if k in need and k not in v:
             raise c.err(f"vessel.{k}", "missing", f"shape = {shape!r} needs {', '.join(need)}")
     ndim = grid.ndim
-    mesh = np.stack(grid.mesh())  # (ndim, *shape)
+    # open (broadcasting) coordinates: the mask is the only array of grid size built here
+    mesh = np.meshgrid(*(grid.centers(a) for a in range(ndim)), indexing="ij", sparse=True)
     cfg: dict[str, Any] = {"shape": shape}
     if shape == "box":
         lo = np.asarray(c.vector(v["lo"], "vessel.lo", ndim, "µm", nonneg=False))
         hi = np.asarray(c.vector(v["hi"], "vessel.hi", ndim, "µm", nonneg=False))
-        ex = (slice(None),) + (None,) * ndim
-        mask = np.all((mesh >= lo[ex]) & (mesh <= hi[ex]), axis=0)
+        mask = np.ones(grid.shape, bool)
+        for a in range(ndim):
+            mask &= (mesh[a] >= lo[a]) & (mesh[a] <= hi[a])
         cfg.update(lo=lo.tolist(), hi=hi.tolist())
     elif shape == "sphere":
         ctr = np.asarray(c.vector(v["center"], "vessel.center", ndim, "µm", nonneg=False))
@@ -946,6 +955,7 @@ def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tu
         d2 = sum((mesh[a] - ctr[j]) ** 2 for j, a in enumerate(others))
         mask = d2 <= rad**2
         cfg.update(axis=axis, center=ctr.tolist(), radius=rad)
+    mask = np.broadcast_to(mask, grid.shape).copy()  # a cylinder's mask is constant along its axis
     if not mask.any():
         raise c.err("vessel", "the vessel contains no voxel centre", "enlarge it or move it inside the domain")
     vals = c.per_substrate(v.get("value", {}), "vessel.value", names, "amount/µm^ndim")
