@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -60,28 +61,52 @@ def _cmd_list() -> int:
     return 0
 
 
+def _continue_command(args: argparse.Namespace, overrides: Sequence[str]) -> str:
+    """The shell command that continues this run: every --set value quoted for the shell."""
+    words = ["jaxcell", "run", *([args.scenario] if args.scenario else []), "--out", args.out]
+    for o in overrides:
+        words += ["--set", o]
+    return shlex.join([*words, "--resume"])
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return _cmd_list()
-    from jaxcell.io import OutputError, StopRequested, require_io, run_scenario
+    from jaxcell.io import OutputError, StopRequested, require_io, run_scenario, saved_overrides
     from jaxcell.scenario import ScenarioError, load
 
+    overrides = list(args.overrides)
+    if args.resume and not overrides:
+        overrides = saved_overrides(args.out) or []
+        if overrides:
+            print(f"jaxcell: resuming with the interrupted run's settings: "
+                  f"{' '.join('--set ' + shlex.quote(o) for o in overrides)}", file=sys.stderr)
     try:
         require_io()
-        sc = load(args.scenario, args.overrides)
+        sc = load(args.scenario, overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
+    except MemoryError as e:
+        return _err(f"{args.scenario or 'the scenario'}: out of memory while building it ({e}); "
+                    f"use a smaller grid.shape or a coarser grid.spacing")
+    hint = _continue_command(args, overrides)
     try:
         summary = run_scenario(sc, args.out, resume=args.resume, progress=args.progress,
-                               stop_after_chunks=args.stop_after_chunks, figures=args.figures)
+                               stop_after_chunks=args.stop_after_chunks, figures=args.figures,
+                               overrides=overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
+    except MemoryError as e:
+        return _err(f"{sc.source}: grid: {e or 'out of memory'}; in the scenario: a smaller grid.shape or a "
+                    f"larger grid.spacing (e.g. --set grid.shape=[...])")
+    except OSError as e:
+        where = e.filename or args.out
+        return _err(f"{where}: {e.strerror or e}; choose an --out in a folder you can write to, with free space")
     except StopRequested as e:
-        print(f"jaxcell: {e}", file=sys.stderr)
+        print(f"jaxcell: {e.what}; continue with: {hint}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"jaxcell: interrupted; continue with: jaxcell run {args.scenario or ''} --out {args.out} --resume",
-              file=sys.stderr)
+        print(f"jaxcell: interrupted; continue with: {hint}", file=sys.stderr)
         return 130
     frac = summary.get("fraction_responders_activated")
     act = "" if frac is None else f", {100 * frac:.1f}% of responders activated"

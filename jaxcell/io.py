@@ -29,11 +29,13 @@ import datetime
 import importlib
 import json
 import os
+import shlex
 import shutil
+import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -51,9 +53,10 @@ from jaxcell.model import State
 from jaxcell.scenario import Scenario, ScenarioError
 from jaxcell.simulate import budget, simulate
 
-__all__ = ["OutputError", "StopRequested", "require_io", "run_scenario"]
+__all__ = ["OutputError", "StopRequested", "require_io", "run_scenario", "saved_overrides"]
 
 _MARK = ".jaxcell-partial"
+_LOCK = "jaxcell.lock"
 FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
 
 
@@ -62,7 +65,14 @@ class OutputError(RuntimeError):
 
 
 class StopRequested(RuntimeError):
-    """Raised after ``stop_after_chunks`` chunks (a test hook that imitates a killed run)."""
+    """Raised after ``stop_after_chunks`` chunks (a test hook that imitates a killed run).
+
+    ``what`` says where it stopped, without the advice to resume.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; continue with --resume")
+        self.what = what
 
 
 def require_io() -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -90,6 +100,79 @@ def partial_dir(out: Path) -> Path:
 def _meta(sc: Scenario) -> dict:
     return {"fingerprint": sc.fingerprint(), "jaxcell": __version__,
             "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
+
+
+def saved_overrides(out: str | Path) -> list[str] | None:
+    """The ``--set`` values of the interrupted run in ``out.partial/`` (None: no such run to resume).
+
+    ``jaxcell run --resume`` without ``--set`` reuses them, so the command it
+    prints after an interruption continues the same run.
+    """
+    mark = partial_dir(Path(out).absolute()) / _MARK
+    try:
+        old = json.loads(mark.read_text("utf-8") or "{}")
+    except (OSError, ValueError):
+        return None
+    got = old.get("overrides") if isinstance(old, dict) else None
+    return [str(x) for x in got] if isinstance(got, list) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _take_lock(part: Path) -> Path:
+    """Create ``part/jaxcell.lock`` atomically (O_CREAT | O_EXCL) holding this process's id and host.
+
+    A lock left by a process that no longer runs on this host is taken over.
+
+    Raises:
+        OutputError: another live run holds it (the message names it and how to clear a stale lock).
+    """
+    lock = part / _LOCK
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                info = json.loads(lock.read_text("utf-8") or "{}")
+            except (OSError, ValueError):
+                info = {}
+            pid, where = info.get("pid"), info.get("host")
+            if isinstance(pid, int) and where == host and not _pid_alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # stale: its process is gone
+                continue
+            who = f"process {pid} on {where}" if pid else "another process"
+            raise OutputError(f"{part}: another jaxcell run ({who}) is writing this output; wait for it or "
+                              f"choose another --out; if no such run is alive, delete {lock}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "host": host,
+                                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}))
+        return lock
+    raise OutputError(f"{part}: could not take the lock {lock}; delete it if no jaxcell run is writing there")
+
+
+def _release_lock(lock: Path) -> None:
+    """Remove ``lock`` if this process still holds it."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(lock.read_text("utf-8")).get("pid") == os.getpid():
+            lock.unlink()
+
+
+def _cannot_write(out: Path, e: OSError) -> OutputError:
+    where = e.filename or out
+    return OutputError(f"{out}: cannot write the output there ({where}: {e.strerror or e}); "
+                       f"choose an --out in a folder you can write to")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,9 +253,42 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
 # The run
 
 
+WORK_PER_CALL = 2e8  # voxel-updates (voxels × substrates × steps) in one compiled call at most
+
+
+def steps_per_call(sc: Scenario) -> int:
+    """Most time steps one compiled call of a run may take: :data:`WORK_PER_CALL` voxel-updates, at least 1.
+
+    A frame interval longer than that is advanced in several calls, so that
+    Ctrl-C (which Python sees only between calls) stops a run within seconds.
+    """
+    return max(1, int(WORK_PER_CALL // max(1, sc.grid.size * sc.model.n_substrates)))
+
+
+def _advance(sc: Scenario, state: State, t_end: float, max_steps: int) -> State:
+    """``simulate`` from ``state`` to ``t_end`` in calls of at most ``max_steps`` full steps of dt.
+
+    Each call ends on a whole number of steps of dt after the frame's start; the
+    last one ends on ``t_end`` with the one short step an unsplit call would take,
+    so the step sequence (and the numbers) are those of one call.
+    """
+    dt = sc.run.dt
+    t0 = float(state.t_static)
+    n = _steps(t0, t_end, dt)
+    done = 0
+    while n - done > max_steps:
+        done += max_steps
+        state, _ = simulate(sc.model, state, t_end=t0 + done * dt, dt=dt)
+        jax.block_until_ready(state.fields)  # a Ctrl-C lands here, between calls
+    state, _ = simulate(sc.model, state, t_end=t_end, dt=dt)
+    jax.block_until_ready(state.fields)
+    return state
+
+
 def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progress: bool | None = None,
                  stop_after_chunks: int | None = None, figures: bool = True,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, overrides: Sequence[str] = (),
+                 max_steps_per_call: int | None = None) -> dict:
     """Run ``sc`` and write its outputs to the folder ``out`` (see the module docstring).
 
     Args:
@@ -185,9 +301,18 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
             (imitates a killed run, for tests).
         figures: write the PNG figures (a few seconds; needs matplotlib).
         log: where one-line notes go (default: stderr).
+        overrides: the ``--set`` values ``sc`` was loaded with; kept in
+            ``out.partial/`` for a later ``--resume`` (:func:`saved_overrides`).
+        max_steps_per_call: steps per compiled call at most (default
+            :func:`steps_per_call`); the numbers do not depend on it.
 
     Returns:
         The summary dict also written to ``summary.json``.
+
+    Raises:
+        OutputError: ``out`` may not be written, or another run is writing it
+            (a lock file ``out.partial/jaxcell.lock``; one left by a dead process
+            is taken over).
     """
     say = log or (lambda m: print(m, file=sys.stderr))
     zarr, xr, mpl = require_io()
@@ -197,37 +322,68 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
         raise OutputError(f"{out}: {problem}; choose another --out (jaxcell only replaces folders it wrote)")
     part = partial_dir(out)
     meta = _meta(sc)
-    if part.exists() and not (part / _MARK).exists():
+    if part.exists() and not part.is_dir():
+        raise OutputError(f"{part}: exists and is not a folder; remove it or choose another --out")
+    if part.exists() and os.listdir(part) and not ({_MARK, _LOCK} & set(os.listdir(part))):
         raise OutputError(f"{part}: exists and was not made by jaxcell; remove it or choose another --out")
     if progress is None:
         progress = sys.stderr.isatty()
+    max_steps = max_steps_per_call or steps_per_call(sc)
 
     times = sc.run.save_times()
-    n_chunks = len(times) - 1
     state0 = sc.init_state()
     _dry_run(sc, state0)
+    try:
+        part.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(out, e) from None
+    lock = _take_lock(part)
+    try:
+        state, done, resumed, sim_seconds, chunk_times = _run_chunks(
+            sc, part, meta, list(overrides), state0, times, resume=resume, progress=progress,
+            stop_after_chunks=stop_after_chunks, max_steps=max_steps, say=say)
+        summary = _finish(sc, out, part, state, times, xr, mpl, resumed=resumed, sim_seconds=sim_seconds,
+                          chunk_times=chunk_times, figures=figures)
+    finally:
+        _release_lock(lock)
+    shutil.rmtree(part, ignore_errors=True)
+    return summary
+
+
+def _run_chunks(sc: Scenario, part: Path, meta: dict, overrides: list[str], state0: State, times: np.ndarray, *,
+                resume: bool, progress: bool, stop_after_chunks: int | None, max_steps: int,
+                say: Callable[[str], None]) -> tuple[State, int, bool, float, list[float]]:
+    """Advance frame by frame from the start or the last snapshot in ``part``, writing frames and snapshots."""
+    n_chunks = len(times) - 1
     state, done = state0, 0
     resumed = False
-    if resume and (part / "state.npz").exists():
+    if resume and (part / "state.npz").exists() and (part / _MARK).exists():
         old = json.loads((part / _MARK).read_text("utf-8") or "{}")
+        old_set = old.pop("overrides", [])
         if old != meta:
-            raise OutputError(f"{part}: holds a run of a different scenario or settings; "
-                              f"run again without --resume to start over")
+            was = " ".join(f"--set {shlex.quote(o)}" for o in old_set) or "no --set"
+            now = " ".join(f"--set {shlex.quote(o)}" for o in overrides) or "no --set"
+            raise OutputError(f"{part}: holds a run of a different scenario or settings (it ran {old.get('source')} "
+                              f"with {was}; this is {meta['source']} with {now}); resume it with its own "
+                              f"scenario and --resume alone, or run again without --resume to start over")
         state, done = _load_state(part / "state.npz", state0)
         resumed = True
         say(f"jaxcell: resuming {sc.name} from t = {times[done]:g} s (frame {done} of {n_chunks})")
     else:
         if resume:
             say(f"jaxcell: no snapshot in {part}; starting from t = 0")
-        if part.exists():
-            shutil.rmtree(part)
-        (part / "frames").mkdir(parents=True)
-        write_text(part / _MARK, json.dumps(meta))
-        write_text(part / "scenario.toml", sc.text)
-        write_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
-        _save_state(part / "state.npz", state0, 0)
+        try:
+            for entry in part.iterdir():
+                if entry.name != _LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            (part / "frames").mkdir()
+            write_text(part / _MARK, json.dumps({**meta, "overrides": overrides}))
+            write_text(part / "scenario.toml", sc.text)
+            write_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
+            _save_state(part / "state.npz", state0, 0)
+        except OSError as e:
+            raise _cannot_write(part, e) from None
 
-    dt = sc.run.dt
     t_start = time.perf_counter()
     chunk_times = []
     with _progress(progress, n_chunks, sc.name) as bar:
@@ -235,19 +391,22 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
         ran = 0
         for k in range(done + 1, n_chunks + 1):
             if stop_after_chunks is not None and ran >= stop_after_chunks:
-                raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked; "
-                                    f"continue with --resume")
+                raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked")
             t0 = time.perf_counter()
-            state, _ = simulate(sc.model, state, t_end=float(times[k]), dt=dt)
-            jax.block_until_ready(state.fields)
+            state = _advance(sc, state, float(times[k]), max_steps)
             frame = _frame(sc, state)
             chunk_times.append(time.perf_counter() - t0)
             write_npz(part / "frames" / f"frame_{k:06d}.npz", **frame)
             _save_state(part / "state.npz", state, k)
             ran += 1
             bar(k, float(times[k]))
-    sim_seconds = time.perf_counter() - t_start
+    return state, done, resumed, time.perf_counter() - t_start, chunk_times
 
+
+def _finish(sc: Scenario, out: Path, part: Path, state: State, times: np.ndarray, xr: ModuleType, mpl: ModuleType, *,
+            resumed: bool, sim_seconds: float, chunk_times: list[float], figures: bool) -> dict:
+    """Write the store, summary and figures into ``part/final`` and publish it as ``out``."""
+    n_chunks = len(times) - 1
     final = part / "final"
     if final.exists():
         shutil.rmtree(final)
@@ -268,7 +427,6 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
     if out.exists():
         os.replace(out, part / "previous")
     os.replace(final, out)
-    shutil.rmtree(part, ignore_errors=True)
     return summary
 
 
