@@ -17,11 +17,45 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
+
+
+CACHE_ENV = "JAXCELL_CACHE"
+
+
+def cache_dir() -> Path | None:
+    """Where ``jaxcell run`` and ``jaxcell fit`` keep compiled XLA programs between runs, or None (off).
+
+    ``$JAXCELL_CACHE`` names the folder; ``0``, ``off``, ``no`` or empty switch the
+    cache off. Default: ``$XDG_CACHE_HOME/jaxcell/jax`` (``~/.cache/jaxcell/jax``).
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "no", "false") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jaxcell" / "jax"
+
+
+def _enable_compilation_cache() -> None:
+    """Switch on JAX's persistent compilation cache (see :func:`cache_dir`); a cache that cannot be made is skipped."""
+    where = cache_dir()
+    if where is None:
+        return
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache, same results: compiling again is only slower
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _err(msg: str) -> int:
@@ -82,7 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"jaxcell: resuming with the interrupted run's settings: "
                   f"{' '.join('--set ' + shlex.quote(o) for o in overrides)}", file=sys.stderr)
     try:
-        require_io()
+        require_io(args.figures, check_only=True)
         sc = load(args.scenario, overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
@@ -167,8 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
+        if not args.list:
+            _enable_compilation_cache()
         return _cmd_run(args)
     if args.command == "fit":
+        _enable_compilation_cache()
         return _cmd_fit(args)
     if args.command == "info":
         return _cmd_info()

@@ -45,7 +45,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxcell._node import float_dtype
 
@@ -709,6 +708,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
 def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: tuple, loss: float,
           lo: np.ndarray, hi: np.ndarray, steps: int, lr: float) -> tuple:
     """A few Adam steps on ``0.5 Σ r²`` (gradient ``Jᵀr`` from the same compiled function); keeps the best."""
+    import optax  # only here: a fit without Adam steps, and `jaxcell run`, do not pay its import
+
     opt = optax.adam(lr)
     state = opt.init(jnp.asarray(theta))
     best = (theta, r, J, ab, loss)
