@@ -47,7 +47,6 @@ import numpy as np
 
 from jaxcell._version import __version__
 from jaxcell.atomic import why_not_replaceable, write_npz, write_text
-from jaxcell.boundary import Dirichlet, Flux
 from jaxcell.cells import coupling_weights, gather
 from jaxcell.grid import AXES
 from jaxcell.model import State
@@ -588,36 +587,47 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
 # Figures
 
 
-def _kernel(r: np.ndarray, d: float, k: float, ndim: int) -> np.ndarray | None:
-    """Steady field of a unit point source (amount/s) at distance r (µm) with screening k (1/s)."""
-    if d <= 0:
-        return None
-    if ndim == 3:
-        lam = np.sqrt(d / k) if k > 0 else np.inf
-        return np.exp(-r / lam) / (4 * np.pi * d * r)
-    if k <= 0:
-        return None
-    lam = np.sqrt(d / k)
-    if ndim == 1:
-        return np.exp(-r / lam) / (2 * np.sqrt(d * k))
-    try:
-        from scipy.special import k0
-    except ImportError:
-        return None
-    return k0(r / lam) / (2 * np.pi * d)
-
-
-def _cell_clearance(sc: Scenario, frame: dict, i: int) -> float:
-    """Mean first-order clearance by cells (1/s) of substrate ``i``: uptake + receptors' kon·R·kint/(koff+kint)."""
-    if not sc.n_cells:
-        return 0.0
-    clr = frame["uptake"][:, i].copy()
+def _cell_clearance(sc: Scenario, frame: dict, i: int) -> np.ndarray:
+    """Per-cell first-order clearance (µm^ndim/s) of substrate ``i`` at a frame: uptake plus receptor
+    internalisation at quasi-steady binding, kon·R_free·kint/(koff+kint), ``(N,)``."""
+    clr = np.asarray(frame["uptake"][:, i], np.float64).copy()
     rec = sc.cells.receptors
     if rec is not None:
         kon, koff, kint = (np.asarray(getattr(rec, f))[:, i] for f in ("kon", "koff", "kint"))
         frac = np.where(koff + kint > 0, kint / np.where(koff + kint > 0, koff + kint, 1.0), 0.0)
         clr = clr + kon * frame["free"][:, i] * frac
-    return float(clr.sum() / np.prod(sc.grid.extent))
+    return clr
+
+
+def _steady_reference(sc: Scenario, last: dict) -> np.ndarray | None:
+    """The steady state of this scenario's own model (same box, faces and vessel) with every cell's rates
+    frozen at the last frame, ``(S, *shape)``, or None when it has none.
+
+    Secretion is the cells' rate at that time (responses included); receptors
+    are replaced by the clearance they exert at quasi-steady binding
+    (:func:`_cell_clearance`), which makes the model linear for
+    :func:`jaxcell.steady_state`. Where the run has reached steady state, the
+    simulated field lies on this curve.
+    """
+    from jaxcell._node import replace
+    from jaxcell.model import Model
+    from jaxcell.steady import steady_state
+
+    m = sc.model
+    model = Model(m.grid, m.substrates, solver="implicit", coupling=m.coupling, dirichlet_mask=m.dirichlet_mask,
+                  dirichlet_value=0.0 if m.dirichlet_value is None else m.dirichlet_value)
+    cells = None
+    if sc.n_cells:
+        clr = np.stack([_cell_clearance(sc, last, i) for i in range(m.n_substrates)], axis=1)
+        dtype = np.asarray(sc.cells.uptake).dtype
+        cells = replace(sc.cells, secretion=jnp.asarray(last["secretion"], dtype), uptake=jnp.asarray(clr, dtype),
+                        receptors=None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(steady_state(model, cells))
+    except ValueError:
+        return None
 
 
 def _binned(r: np.ndarray, v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -677,7 +687,7 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
         if ndim == 1:
             ax.plot(grid.centers(0), f, "k-")
             ax.set_xlabel("x (µm)")
-            ax.set_ylabel(f"{nm} (amount/µm)")
+            ax.set_ylabel(f"{nm} ({sc.units(i)})")
             for j, tname in enumerate(sc.types):
                 sel = tid == j
                 ax.plot(pos[sel, 0], np.zeros(sel.sum()), "|", color=colors[j % len(colors)], label=tname)
@@ -688,14 +698,14 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                 zc = grid.centers(2)[zi]
                 img = f[:, :, zi]
                 near = np.abs(pos[:, 2] - zc) <= grid.spacing[2] if len(pos) else np.zeros((0,), bool)
-                ax.set_title(f"{nm}, z = {zc:g} µm, t = {t_last:g} s")
+                ax.set_title(f"{nm} in the plane z = {zc:g} µm, t = {t_last:g} s")
             else:
                 img = f
                 near = np.ones((len(pos),), bool)
-                ax.set_title(f"{nm}, t = {t_last:g} s")
+                ax.set_title(f"{nm} at t = {t_last:g} s")
             im = ax.imshow(img.T, origin="lower", extent=(lo[0], lo[0] + ext[0], lo[1], lo[1] + ext[1]),
                            cmap="viridis", aspect="equal")
-            fig.colorbar(im, ax=ax, label=f"amount/µm^{ndim}", shrink=0.8)
+            fig.colorbar(im, ax=ax, label=f"{nm} ({sc.units(i)})", shrink=0.8)
             act = last.get("activated", np.zeros((len(pos),), bool))
             for j, tname in enumerate(sc.types):
                 sel = near & (tid == j)
@@ -703,104 +713,83 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                     continue
                 col = colors[j % len(colors)]
                 on, off = sel & act, sel & ~act
+                state = sc.state_name(j)
+                has_rule = bool(sc.has_activation()[sel].any())
+                if not has_rule:  # sources and other cells without a rule: large filled triangles
+                    ax.scatter(pos[sel, 0], pos[sel, 1], s=36, marker="^", color=col, edgecolors="w",
+                               linewidths=0.6, label=tname)
+                    continue
                 ax.scatter(pos[off, 0], pos[off, 1], s=10, facecolors="none", edgecolors=col, linewidths=0.7,
-                           label=f"{tname}")
-                ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname} (activated)")
+                           label=f"{tname}, not {state}")
+                if on.any():
+                    ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname}, {state}")
             ax.set_xlabel("x (µm)")
             ax.set_ylabel("y (µm)")
-        if len(sc.types):
-            ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
+        if len(sc.types):  # below the panel, off the data
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _figure_radial_profile(sc: Scenario, last: dict, path: Path, plt: ModuleType) -> None:
-    """``radial_profile.png``: one panel per substrate, the last frame against a steady analytic curve.
+    """``radial_profile.png``: one panel per substrate, the last frame against the model's own steady state.
 
-    With secreting cells: concentration binned by distance to the nearest
-    producer (µm) against the sum of point-source kernels (:func:`_kernel`);
-    without: the profile along x against the 1D slab solution
-    (:func:`_panel_profile_along_x`). Curves with decay only and with decay plus
-    the cells' mean clearance (:func:`_cell_clearance`).
+    With secreting cells: concentration binned by distance to the nearest cell
+    secreting that substrate (µm); without: the profile along x, averaged over
+    the other axes. The reference curve is :func:`_steady_reference` binned the
+    same way: the same closed box, faces and vessel, so the comparison is fair
+    (a free-space point-source formula is not, in a no-flux box).
     """
     names = sc.model.names
+    ref = _steady_reference(sc, last)
     fig, axs = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False, layout="constrained")
+    t = float(last["t"])
     for i, nm in enumerate(names):
         ax = axs[0, i]
         q = last["secretion"][:, i] if sc.n_cells else np.zeros((0,))
+        f = last["fields"][i]
+        g = None if ref is None else ref[i]
         if (q > 0).any():
-            _panel_radial(sc, last, i, ax)
+            x, sim, steady = _radial(sc, q > 0, f, g)
+            ax.set_xlabel(f"distance to the nearest cell secreting {nm} (µm)")
+            ax.set_title(f"{nm} around the {int((q > 0).sum())} cells secreting it")
         else:
-            _panel_profile_along_x(sc, last, i, ax)
-        ax.set_ylabel(f"{nm} (amount/µm^{sc.grid.ndim})")
-        ax.legend(fontsize=7)
+            x = sc.grid.centers(0)
+            sim = f.reshape(sc.grid.shape[0], -1).mean(axis=1)
+            steady = None if g is None else g.reshape(sc.grid.shape[0], -1).mean(axis=1)
+            ax.set_xlabel("x (µm)")
+            ax.set_title(f"{nm} along x (mean over the other axes)")
+        ax.plot(x, sim, "ko", ms=3, label=f"simulated, t = {t:g} s")
+        if steady is not None:
+            ax.plot(x, steady, "-", color="C1",
+                    label=f"steady state of this model\n(cells' rates at t = {t:g} s)")
+        both = sim if steady is None else np.concatenate([sim, steady])
+        if np.all(both > 0) and both.max() > 10 * both.min():  # log only when it spans a decade
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{nm} ({sc.units(i)})")
+        ax.legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _panel_radial(sc: Scenario, last: dict, i: int, ax: Any) -> None:
-    """Substrate ``i`` around its producers (cells with secretion > 0) vs the point-source steady state."""
+def _radial(sc: Scenario, src: np.ndarray, f: np.ndarray,
+            g: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``f`` (and ``g``) binned by voxel distance to the nearest cell in ``src`` (one voxel wide bins, up to half
+    the longest side); voxels are subsampled when there are more than 2e7 voxel-cell pairs."""
     grid = sc.grid
-    ndim, nm = grid.ndim, sc.model.names[i]
-    sub = sc.model.substrates[i]
-    d, k = float(sub.diffusion), float(sub.decay)
-    kc = _cell_clearance(sc, last, i)
     pos, _ = _cell_layout(sc)
-    f = last["fields"][i].reshape(-1)
-    q = last["secretion"][:, i]
-    src = q > 0
-    pts = np.stack([m.reshape(-1) for m in grid.mesh()], axis=1)
-    if pts.shape[0] * src.sum() > 2e7:
-        pts_i = np.random.default_rng(0).choice(pts.shape[0], int(2e7 // src.sum()), replace=False)
-        pts, f = pts[pts_i], f[pts_i]
-    r = np.linalg.norm(pts[:, None, :] - pos[src][None, :, :], axis=-1)
-    r = np.maximum(r, 0.5 * min(grid.spacing))
-    rmin = r.min(axis=1)
+    idx = np.arange(grid.size)
+    if grid.size * src.sum() > 2e7:
+        idx = np.sort(np.random.default_rng(0).choice(grid.size, int(2e7 // src.sum()), replace=False))
+    sub = np.unravel_index(idx, grid.shape)
+    pts = np.stack([grid.centers(a)[sub[a]] for a in range(grid.ndim)], axis=1)
+    rmin = np.full(len(idx), np.inf)
+    for p in pos[src]:
+        rmin = np.minimum(rmin, np.linalg.norm(pts - p, axis=1))
     edges = np.arange(0.0, 0.5 * max(grid.extent) + min(grid.spacing), min(grid.spacing))
-    ax.plot(*_binned(rmin, f, edges), "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
-    for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-        ker = _kernel(r, d, kk, ndim) if kk > 0 or ndim == 3 else None
-        if ker is not None:
-            ana = (ker * q[src][None, :]).sum(axis=1)
-            ax.plot(*_binned(rmin, ana, edges), style, label=f"steady analytic, {lab}")
-    ax.set_yscale("log")
-    ax.set_xlabel("distance to nearest producer (µm)")
-    ax.set_title(f"{nm}: Σ q e^(-r/λ)/(4πDr) over producers" if ndim == 3 else f"{nm}: point sources")
-
-
-def _panel_profile_along_x(sc: Scenario, last: dict, i: int, ax: Any) -> None:
-    """Substrate ``i`` averaged over the axes other than x vs the 1D slab steady state.
-
-    The analytic curve is drawn for a flux ``j`` in at x- and, at x+, either
-    ``dirichlet = 0`` (``jλ/D·sinh((L−x)/λ)/cosh(L/λ)``) or no-flux
-    (``jλ/D·cosh((L−x)/λ)/sinh(L/λ)``), λ = √(D/k) µm; other faces get none.
-    """
-    grid = sc.grid
-    nm = sc.model.names[i]
-    sub = sc.model.substrates[i]
-    d, k = float(sub.diffusion), float(sub.decay)
-    kc = _cell_clearance(sc, last, i)
-    x = grid.centers(0)
-    prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
-    ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
-    lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
-    if isinstance(lo_face, Flux) and d > 0:
-        j = float(lo_face.value)
-        L = grid.extent[0]
-        xr_ = x - grid.origin[0]
-        for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-            if kk <= 0:
-                continue
-            lam = np.sqrt(d / kk)
-            if isinstance(hi_face, Dirichlet) and float(hi_face.value) == 0:
-                ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
-            elif hi_face is None or (isinstance(hi_face, Flux) and float(hi_face.value) == 0):
-                ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
-            else:
-                continue
-            ax.plot(x, ana, style, label=f"steady analytic, {lab}")
-    ax.set_xlabel("x (µm)")
-    ax.set_title(f"{nm}: profile along x (mean over the other axes)")
+    x, sim = _binned(rmin, f.reshape(-1)[idx], edges)
+    steady = None if g is None else _binned(rmin, g.reshape(-1)[idx], edges)[1]
+    return x, sim, steady
 
 
 def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
@@ -815,13 +804,15 @@ def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: Module
         for j, tname in enumerate(sc.types):
             sel = resp & (tid == j)
             if sel.any():
-                ax.plot(t, acts[:, sel].mean(axis=1), "o-", ms=3, color=colors[j % len(colors)], label=tname)
-        ax.legend(fontsize=8)
+                ax.plot(t, acts[:, sel].mean(axis=1), "o-", ms=3, color=colors[j % len(colors)],
+                        label=f"{tname}: {sc.state_name(j)}")
+        ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no cells with an activation rule", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("fraction activated")
+    states = {sc.state_name(j) for j in range(len(sc.types))}
+    ax.set_ylabel(f"fraction of cells {states.pop()}" if len(states) == 1 else "fraction of cells in the state")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(sc.name)
+    ax.set_title(f"{sc.name}: cells with a threshold rule, over time")
     fig.savefig(path, dpi=100)
     plt.close(fig)

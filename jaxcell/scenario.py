@@ -199,6 +199,17 @@ class Scenario:
         above = x >= act["threshold"]
         return has & np.where(act["below"] == 1, ~above, above)
 
+    def units(self, i: int) -> str:
+        """Units of substrate ``i`` for labels: its ``units`` key, else ``amount/µm^ndim``."""
+        return str(self.config["substrates"][i].get("units") or f"amount/µm^{self.grid.ndim}")
+
+    def state_name(self, type_index: int) -> str:
+        """What cells of type ``type_index`` are called when their activation rule holds (``state`` key of
+        the rule; default "activated")."""
+        names = {p["activation"].get("state", "activated") for p in self.config.get("cells", [])
+                 if p.get("type") == self.types[type_index] and p.get("activation")}
+        return " / ".join(sorted(names)) or "activated"
+
     def has_activation(self) -> np.ndarray:
         """``(N,)`` bool: cells with an activation rule (the responders)."""
         return self.activation["signal"] >= 0
@@ -424,13 +435,13 @@ def _join(key: str, sub: str) -> str:
 
 _TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "run")
 _GRID = ("shape", "spacing", "origin")
-_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary")
+_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
 _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
           "uptake", "receptors", "activation", "volume")
 _RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
 _RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
-_ACTIVATION = ("signal", "bound", "concentration", "below")
+_ACTIVATION = ("signal", "bound", "concentration", "below", "state")
 _FACE_KINDS = ("flux", "dirichlet", "robin")
 _RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling")
 _PLACEMENT_KEYS = {
@@ -539,7 +550,10 @@ def _read_substrates(c: Checker, value: Any, ndim: int) -> tuple[list[Substrate]
             sub = Substrate(nm, diffusion=d, decay=k, boundary=faces)
             sub.faces(ndim)  # refuses faces the grid lacks
         substrates.append(sub)
-        cfgs.append({"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg})
+        cfg = {"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg}
+        if "units" in s:  # a label for outputs (e.g. "mmHg"); the numbers are what they are
+            cfg["units"] = c.string(s["units"], f"{key}.units")
+        cfgs.append(cfg)
     return substrates, cfgs
 
 
@@ -682,7 +696,10 @@ def _read_activation(c: Checker, value: Any, key: str, names: Sequence[str], rec
     below = a.get("below", False)
     if not isinstance(below, bool):
         raise c.err(f"{key}.below", f"must be true or false, got {_kind(below)}", "write below = true")
-    return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
+    state = c.string(a.get("state", "activated"), f"{key}.state")  # what outputs call it, e.g. "hypoxic"
+    if not state.strip():
+        raise c.err(f"{key}.state", "is empty", "name the state, e.g. state = \"hypoxic\", or leave it out")
+    return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below, "state": state}
 
 
 def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequence[str],

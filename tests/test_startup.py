@@ -28,8 +28,9 @@ def _run(tmp_path: Path, out: str, **env: str) -> subprocess.CompletedProcess:
     path = write_small(tmp_path)
     full = {**os.environ, "PYTHONWARNINGS": "ignore", "HOME": str(tmp_path / "home"), **env}
     full.pop("XDG_CACHE_HOME", None)
-    return subprocess.run([sys.executable, "-m", "jaxcell.cli", "run", str(path), "--out", str(tmp_path / out),
-                           "--set", "run.t_end=10", "--set", "run.save_every=5", "--no-figures"], capture_output=True, text=True, env=full,
+    args = ["run", str(path), "--out", str(tmp_path / out), "--set", "run.t_end=10", "--set", "run.save_every=5",
+            "--no-figures"]
+    return subprocess.run([sys.executable, "-m", "jaxcell.cli", *args], capture_output=True, text=True, env=full,
                           timeout=300)
 
 
