@@ -14,11 +14,13 @@ folder ``DIR``. When the run ends it writes, inside ``DIR.partial/``:
 * ``summary.json``: the mass budget per substrate (:func:`jaxcell.budget`), the
   fraction of responders activated, run time and steps;
 * PNG figures: mid-plane heat map with cells, radial profile around the
-  producers against the screened-diffusion analytic curve, and the fraction of
-  responders activated over time;
+  secreting cells against the steady state of the same model (cells' rates
+  frozen at the last frame), and the fraction of responders in their state
+  (e.g. activated, hypoxic) over time;
 
 and only then renames it to ``DIR``. A crash or bad input therefore never leaves
-a half-written ``DIR``; ``DIR.partial/`` keeps the snapshots for ``--resume``.
+a half-written ``DIR``; ``DIR.partial/`` keeps the snapshots and the run's
+``--set`` values for ``--resume``, and a lock file that keeps a second run out.
 Zarr, xarray and matplotlib are the ``jaxcell[io]`` extra, imported lazily.
 """
 
