@@ -17,10 +17,45 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
+
+
+CACHE_ENV = "JAXCELL_CACHE"
+
+
+def cache_dir() -> Path | None:
+    """Where ``jaxcell run`` and ``jaxcell fit`` keep compiled XLA programs between runs, or None (off).
+
+    ``$JAXCELL_CACHE`` names the folder; ``0``, ``off``, ``no`` or empty switch the
+    cache off. Default: ``$XDG_CACHE_HOME/jaxcell/jax`` (``~/.cache/jaxcell/jax``).
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "no", "false") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jaxcell" / "jax"
+
+
+def _enable_compilation_cache() -> None:
+    """Switch on JAX's persistent compilation cache (see :func:`cache_dir`); a cache that cannot be made is skipped."""
+    where = cache_dir()
+    if where is None:
+        return
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache, same results: compiling again is only slower
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _err(msg: str) -> int:
@@ -60,28 +95,52 @@ def _cmd_list() -> int:
     return 0
 
 
+def _continue_command(args: argparse.Namespace, overrides: Sequence[str]) -> str:
+    """The shell command that continues this run: every --set value quoted for the shell."""
+    words = ["jaxcell", "run", *([args.scenario] if args.scenario else []), "--out", args.out]
+    for o in overrides:
+        words += ["--set", o]
+    return shlex.join([*words, "--resume"])
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return _cmd_list()
-    from jaxcell.io import OutputError, StopRequested, require_io, run_scenario
+    from jaxcell.io import OutputError, StopRequested, require_io, run_scenario, saved_overrides
     from jaxcell.scenario import ScenarioError, load
 
+    overrides = list(args.overrides)
+    if args.resume and not overrides:
+        overrides = saved_overrides(args.out) or []
+        if overrides:
+            print(f"jaxcell: resuming with the interrupted run's settings: "
+                  f"{' '.join('--set ' + shlex.quote(o) for o in overrides)}", file=sys.stderr)
     try:
-        require_io()
-        sc = load(args.scenario, args.overrides)
+        require_io(args.figures, check_only=True)
+        sc = load(args.scenario, overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
+    except MemoryError as e:
+        return _err(f"{args.scenario or 'the scenario'}: out of memory while building it ({e}); "
+                    f"use a smaller grid.shape or a coarser grid.spacing")
+    hint = _continue_command(args, overrides)
     try:
         summary = run_scenario(sc, args.out, resume=args.resume, progress=args.progress,
-                               stop_after_chunks=args.stop_after_chunks, figures=args.figures)
+                               stop_after_chunks=args.stop_after_chunks, figures=args.figures,
+                               overrides=overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
+    except MemoryError as e:
+        return _err(f"{sc.source}: grid: {e or 'out of memory'}; in the scenario: a smaller grid.shape or a "
+                    f"larger grid.spacing (e.g. --set grid.shape=[...])")
+    except OSError as e:
+        where = e.filename or args.out
+        return _err(f"{where}: {e.strerror or e}; choose an --out in a folder you can write to, with free space")
     except StopRequested as e:
-        print(f"jaxcell: {e}", file=sys.stderr)
+        print(f"jaxcell: {e.what}; continue with: {hint}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"jaxcell: interrupted; continue with: jaxcell run {args.scenario or ''} --out {args.out} --resume",
-              file=sys.stderr)
+        print(f"jaxcell: interrupted; continue with: {hint}", file=sys.stderr)
         return 130
     frac = summary.get("fraction_responders_activated")
     act = "" if frac is None else f", {100 * frac:.1f}% of responders activated"
@@ -142,8 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
+        if not args.list:
+            _enable_compilation_cache()
         return _cmd_run(args)
     if args.command == "fit":
+        _enable_compilation_cache()
         return _cmd_fit(args)
     if args.command == "info":
         return _cmd_info()

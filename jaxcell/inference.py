@@ -45,7 +45,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxcell._node import float_dtype
 
@@ -235,6 +234,39 @@ def _call(predict: Predict, p: dict[str, Any]) -> jax.Array:
         raise ValueError(f"predict raised KeyError({e.args[0]!r}); if {e.args[0]!r} is a model parameter, it is "
                          f"not among those given ({list(p)}): add it to init (fitted) or, in fit_batch, "
                          "to fixed=") from None
+
+
+def _why_bad_prediction(predict: Predict, params: dict[str, Any], noise: str, dtype: Any) -> str:
+    """Why ``predict(params)`` cannot be fitted: the first bad value, its index and what to do ("" if none found).
+
+    With ``noise="multiplicative"`` a value <= 0 has no logarithm. Tiny ones next
+    to a large peak are round-off: the implicit, lod and spectral solvers undershoot
+    zero by ~1e-7 of the peak in float32 far from the sources.
+    """
+    try:
+        y = np.asarray(_call(predict, {k: jnp.asarray(v, dtype) for k, v in params.items()}), np.float64)
+    except Exception:  # noqa: BLE001 - the caller's own error says the rest
+        return ""
+    flat = y.reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        i = tuple(int(v) for v in np.unravel_index(bad[0], y.shape))
+        return (f"; predict returned {flat[bad[0]]} at index {i} ({bad.size} of {flat.size} values not finite): "
+                "check the parameters' ranges and the model's stability (a smaller dt)")
+    if noise != "multiplicative" or (flat > 0).all():
+        return ""
+    bad = np.flatnonzero(flat <= 0)
+    i = tuple(int(v) for v in np.unravel_index(bad[0], y.shape))
+    lo, peak = float(flat.min()), float(np.abs(flat).max())
+    if peak > 0 and abs(lo) <= 1e-3 * peak:
+        cause = ("round-off negatives or zeros, as the implicit/lod/spectral solvers give far from the sources "
+                 f"(in {np.dtype(dtype).name}); clip with jnp.maximum(pred, tiny), use float64 "
+                 "(JAX_ENABLE_X64=1) or noise='additive'")
+    else:
+        cause = ("the model predicts no positive signal there, and log(prediction) is undefined; "
+                 "use noise='additive' or leave those points out")
+    return (f"; predict returned a value <= 0 at index {i} ({bad.size} of {flat.size} values; min {lo:.3g} "
+            f"of a peak {peak:.3g}): {cause}")
 
 
 def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], nuisance: str | None,
@@ -562,6 +594,7 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     except TypeError:  # an unhashable callable: compile for this fit only
         evaluate = _compiled.__wrapped__(predict, names, obs.shape, nuisance, noise, mode)
     o, w = _data(obs, sig)
+    refused: list[np.ndarray] = []  # trial points whose prediction gave a non-finite loss (penalised, rejected)
 
     def call(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
         r, j, (a, b) = evaluate(jnp.asarray(theta, dtype), o, w)
@@ -570,14 +603,17 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         loss = 0.5 * float(r @ r)
         if not (np.isfinite(loss) and np.isfinite(j).all()):
             loss = np.inf
+            refused.append(np.array(theta))
         return r, j, (float(a), float(b)), loss
 
     theta = np.clip(theta0, lo, hi)
     r, J, ab, loss = call(theta)
     if not np.isfinite(loss):
         what = "finite and positive" if noise == "multiplicative" else "finite"
+        why = _why_bad_prediction(predict, {k: float(np.exp(t)) for k, t in zip(names, theta, strict=True)},
+                                  noise, dtype)
         raise ValueError(f"predict(init) gives a non-finite loss or Jacobian: the prediction at {dict(init)} must "
-                         f"be {what} (with noise='multiplicative' every predicted value must be > 0)")
+                         f"be {what} (with noise='multiplicative' every predicted value must be > 0){why}")
 
     if warmup_steps > 0:
         theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, int(warmup_steps), adam_lr)
@@ -629,6 +665,10 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     if not converged:
         warns.append(f"the fit did not converge in {it} iterations (maxiter={maxiter}); the loss went from "
                      f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
+    if refused and not converged:
+        at = {nm: float(np.exp(t)) for nm, t in zip(names, refused[-1], strict=True)}
+        warns.append(f"{len(refused)} trial step(s) were rejected for a non-finite loss, the last at {at}"
+                     f"{_why_bad_prediction(predict, at, noise, dtype)}")
 
     # ---- uncertainty -----------------------------------------------------------------------
     if sig is None and n - p_count - n_nuis <= 0:
@@ -668,6 +708,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
 def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: tuple, loss: float,
           lo: np.ndarray, hi: np.ndarray, steps: int, lr: float) -> tuple:
     """A few Adam steps on ``0.5 Σ r²`` (gradient ``Jᵀr`` from the same compiled function); keeps the best."""
+    import optax  # only here: a fit without Adam steps, and `jaxcell run`, do not pay its import
+
     opt = optax.adam(lr)
     state = opt.init(jnp.asarray(theta))
     best = (theta, r, J, ab, loss)
@@ -966,8 +1008,11 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     if bad0.all():
         start = {nm: float(np.exp(theta_b[0, k])) for k, nm in enumerate(names)}
         what = "finite and positive" if noise == "multiplicative" else "finite"
+        why = _why_bad_prediction(predict, {**start, **{nm: float(fx_b[0, k]) for k, nm in enumerate(fixed_names)}},
+                                  noise, dtype)
         raise ValueError(f"every member starts at a non-finite loss or Jacobian: the prediction at init (member 0: "
-                         f"{start}) must be {what} (with noise='multiplicative' every predicted value must be > 0)")
+                         f"{start}) must be {what} (with noise='multiplicative' every predicted value must be > 0)"
+                         f"{why}")
 
     loss = out["loss"]
     r, J = out["r"], out["j"]  # (B, n), (B, n, P)

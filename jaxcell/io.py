@@ -14,11 +14,13 @@ folder ``DIR``. When the run ends it writes, inside ``DIR.partial/``:
 * ``summary.json``: the mass budget per substrate (:func:`jaxcell.budget`), the
   fraction of responders activated, run time and steps;
 * PNG figures: mid-plane heat map with cells, radial profile around the
-  producers against the screened-diffusion analytic curve, and the fraction of
-  responders activated over time;
+  secreting cells against the steady state of the same model (cells' rates
+  frozen at the last frame), and the fraction of responders in their state
+  (e.g. activated, hypoxic) over time;
 
 and only then renames it to ``DIR``. A crash or bad input therefore never leaves
-a half-written ``DIR``; ``DIR.partial/`` keeps the snapshots for ``--resume``.
+a half-written ``DIR``; ``DIR.partial/`` keeps the snapshots and the run's
+``--set`` values for ``--resume``, and a lock file that keeps a second run out.
 Zarr, xarray and matplotlib are the ``jaxcell[io]`` extra, imported lazily.
 """
 
@@ -27,13 +29,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib
+import importlib.util
 import json
 import os
+import shlex
 import shutil
+import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,16 +49,16 @@ import numpy as np
 
 from jaxcell._version import __version__
 from jaxcell.atomic import why_not_replaceable, write_npz, write_text
-from jaxcell.boundary import Dirichlet, Flux
 from jaxcell.cells import coupling_weights, gather
 from jaxcell.grid import AXES
 from jaxcell.model import State
 from jaxcell.scenario import Scenario, ScenarioError
 from jaxcell.simulate import budget, simulate
 
-__all__ = ["OutputError", "StopRequested", "require_io", "run_scenario"]
+__all__ = ["OutputError", "StopRequested", "require_io", "run_scenario", "saved_overrides"]
 
 _MARK = ".jaxcell-partial"
+_LOCK = "jaxcell.lock"
 FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
 CELL_FIGURE = "cells.png"  # scenarios whose cells live ([[rules]]): counts over time and tracks
 
@@ -63,19 +68,40 @@ class OutputError(RuntimeError):
 
 
 class StopRequested(RuntimeError):
-    """Raised after ``stop_after_chunks`` chunks (a test hook that imitates a killed run)."""
+    """Raised after ``stop_after_chunks`` chunks (a test hook that imitates a killed run).
+
+    ``what`` says where it stopped, without the advice to resume.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; continue with --resume")
+        self.what = what
 
 
-def require_io() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """Import zarr, xarray and matplotlib (Agg), or raise :class:`OutputError` saying how to install them."""
-    mods = []
+def require_io(figures: bool = True, *, check_only: bool = False) -> tuple[Any, Any, Any]:
+    """Import zarr, xarray and matplotlib (Agg; only with ``figures``), or raise :class:`OutputError` saying how
+    to install them.
+
+    With ``check_only`` the packages are only looked up, not imported (a
+    fraction of a second sooner at start-up); the result is then ``(None,) * 3``.
+    """
+    mods: list[Any] = []
     for name in ("zarr", "xarray", "matplotlib"):
+        if name == "matplotlib" and not figures:
+            mods.append(None)
+            continue
         try:
-            mods.append(importlib.import_module(name))
+            if check_only:
+                if importlib.util.find_spec(name) is None:
+                    raise ImportError(name)
+                mods.append(None)
+            else:
+                mods.append(importlib.import_module(name))
         except ImportError:
             raise OutputError(f"writing outputs needs {name}, which is not installed; "
                               f"install the extra: pip install 'jaxcell[io]'") from None
-    mods[2].use("Agg")
+    if mods[2] is not None:
+        mods[2].use("Agg")
     return mods[0], mods[1], mods[2]
 
 
@@ -91,6 +117,79 @@ def partial_dir(out: Path) -> Path:
 def _meta(sc: Scenario) -> dict:
     return {"fingerprint": sc.fingerprint(), "jaxcell": __version__,
             "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
+
+
+def saved_overrides(out: str | Path) -> list[str] | None:
+    """The ``--set`` values of the interrupted run in ``out.partial/`` (None: no such run to resume).
+
+    ``jaxcell run --resume`` without ``--set`` reuses them, so the command it
+    prints after an interruption continues the same run.
+    """
+    mark = partial_dir(Path(out).absolute()) / _MARK
+    try:
+        old = json.loads(mark.read_text("utf-8") or "{}")
+    except (OSError, ValueError):
+        return None
+    got = old.get("overrides") if isinstance(old, dict) else None
+    return [str(x) for x in got] if isinstance(got, list) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _take_lock(part: Path) -> Path:
+    """Create ``part/jaxcell.lock`` atomically (O_CREAT | O_EXCL) holding this process's id and host.
+
+    A lock left by a process that no longer runs on this host is taken over.
+
+    Raises:
+        OutputError: another live run holds it (the message names it and how to clear a stale lock).
+    """
+    lock = part / _LOCK
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                info = json.loads(lock.read_text("utf-8") or "{}")
+            except (OSError, ValueError):
+                info = {}
+            pid, where = info.get("pid"), info.get("host")
+            if isinstance(pid, int) and where == host and not _pid_alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # stale: its process is gone
+                continue
+            who = f"process {pid} on {where}" if pid else "another process"
+            raise OutputError(f"{part}: another jaxcell run ({who}) is writing this output; wait for it or "
+                              f"choose another --out; if no such run is alive, delete {lock}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "host": host,
+                                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}))
+        return lock
+    raise OutputError(f"{part}: could not take the lock {lock}; delete it if no jaxcell run is writing there")
+
+
+def _release_lock(lock: Path) -> None:
+    """Remove ``lock`` if this process still holds it."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(lock.read_text("utf-8")).get("pid") == os.getpid():
+            lock.unlink()
+
+
+def _cannot_write(out: Path, e: OSError) -> OutputError:
+    where = e.filename or out
+    return OutputError(f"{out}: cannot write the output there ({where}: {e.strerror or e}); "
+                       f"choose an --out in a folder you can write to")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,9 +275,42 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
 # The run
 
 
+WORK_PER_CALL = 2e8  # voxel-updates (voxels × substrates × steps) in one compiled call at most
+
+
+def steps_per_call(sc: Scenario) -> int:
+    """Most time steps one compiled call of a run may take: :data:`WORK_PER_CALL` voxel-updates, at least 1.
+
+    A frame interval longer than that is advanced in several calls, so that
+    Ctrl-C (which Python sees only between calls) stops a run within seconds.
+    """
+    return max(1, int(WORK_PER_CALL // max(1, sc.grid.size * sc.model.n_substrates)))
+
+
+def _advance(sc: Scenario, state: State, t_end: float, max_steps: int) -> State:
+    """``simulate`` from ``state`` to ``t_end`` in calls of at most ``max_steps`` full steps of dt.
+
+    Each call ends on a whole number of steps of dt after the frame's start; the
+    last one ends on ``t_end`` with the one short step an unsplit call would take,
+    so the step sequence (and the numbers) are those of one call.
+    """
+    dt = sc.run.dt
+    t0 = float(state.t_static)
+    n = _steps(t0, t_end, dt)
+    done = 0
+    while n - done > max_steps:
+        done += max_steps
+        state, _ = simulate(sc.model, state, t_end=t0 + done * dt, dt=dt, behaviour=sc.behaviour, seed=sc.run.seed)
+        jax.block_until_ready(state.fields)  # a Ctrl-C lands here, between calls
+    state, _ = simulate(sc.model, state, t_end=t_end, dt=dt, behaviour=sc.behaviour, seed=sc.run.seed)
+    jax.block_until_ready(state.fields)
+    return state
+
+
 def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progress: bool | None = None,
                  stop_after_chunks: int | None = None, figures: bool = True,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, overrides: Sequence[str] = (),
+                 max_steps_per_call: int | None = None) -> dict:
     """Run ``sc`` and write its outputs to the folder ``out`` (see the module docstring).
 
     Args:
@@ -191,49 +323,89 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
             (imitates a killed run, for tests).
         figures: write the PNG figures (a few seconds; needs matplotlib).
         log: where one-line notes go (default: stderr).
+        overrides: the ``--set`` values ``sc`` was loaded with; kept in
+            ``out.partial/`` for a later ``--resume`` (:func:`saved_overrides`).
+        max_steps_per_call: steps per compiled call at most (default
+            :func:`steps_per_call`); the numbers do not depend on it.
 
     Returns:
         The summary dict also written to ``summary.json``.
+
+    Raises:
+        OutputError: ``out`` may not be written, or another run is writing it
+            (a lock file ``out.partial/jaxcell.lock``; one left by a dead process
+            is taken over).
     """
     say = log or (lambda m: print(m, file=sys.stderr))
-    zarr, xr, mpl = require_io()
+    zarr, xr, mpl = require_io(figures)
     out = Path(out).absolute()
     problem = why_not_replaceable(out, ("summary.json", "fields.zarr"))
     if problem is not None:
         raise OutputError(f"{out}: {problem}; choose another --out (jaxcell only replaces folders it wrote)")
     part = partial_dir(out)
     meta = _meta(sc)
-    if part.exists() and not (part / _MARK).exists():
+    if part.exists() and not part.is_dir():
+        raise OutputError(f"{part}: exists and is not a folder; remove it or choose another --out")
+    if part.exists() and os.listdir(part) and not ({_MARK, _LOCK} & set(os.listdir(part))):
         raise OutputError(f"{part}: exists and was not made by jaxcell; remove it or choose another --out")
     if progress is None:
         progress = sys.stderr.isatty()
+    max_steps = max_steps_per_call or steps_per_call(sc)
 
     times = sc.run.save_times()
-    n_chunks = len(times) - 1
     state0 = sc.init_state()
     _dry_run(sc, state0)
+    try:
+        part.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(out, e) from None
+    lock = _take_lock(part)
+    try:
+        state, done, resumed, sim_seconds, chunk_times = _run_chunks(
+            sc, part, meta, list(overrides), state0, times, resume=resume, progress=progress,
+            stop_after_chunks=stop_after_chunks, max_steps=max_steps, say=say)
+        summary = _finish(sc, out, part, state, times, xr, mpl, resumed=resumed, sim_seconds=sim_seconds,
+                          chunk_times=chunk_times, figures=figures)
+    finally:
+        _release_lock(lock)
+    shutil.rmtree(part, ignore_errors=True)
+    return summary
+
+
+def _run_chunks(sc: Scenario, part: Path, meta: dict, overrides: list[str], state0: State, times: np.ndarray, *,
+                resume: bool, progress: bool, stop_after_chunks: int | None, max_steps: int,
+                say: Callable[[str], None]) -> tuple[State, int, bool, float, list[float]]:
+    """Advance frame by frame from the start or the last snapshot in ``part``, writing frames and snapshots."""
+    n_chunks = len(times) - 1
     state, done = state0, 0
     resumed = False
-    if resume and (part / "state.npz").exists():
+    if resume and (part / "state.npz").exists() and (part / _MARK).exists():
         old = json.loads((part / _MARK).read_text("utf-8") or "{}")
+        old_set = old.pop("overrides", [])
         if old != meta:
-            raise OutputError(f"{part}: holds a run of a different scenario or settings; "
-                              f"run again without --resume to start over")
+            was = " ".join(f"--set {shlex.quote(o)}" for o in old_set) or "no --set"
+            now = " ".join(f"--set {shlex.quote(o)}" for o in overrides) or "no --set"
+            raise OutputError(f"{part}: holds a run of a different scenario or settings (it ran {old.get('source')} "
+                              f"with {was}; this is {meta['source']} with {now}); resume it with its own "
+                              f"scenario and --resume alone, or run again without --resume to start over")
         state, done = _load_state(part / "state.npz", state0)
         resumed = True
         say(f"jaxcell: resuming {sc.name} from t = {times[done]:g} s (frame {done} of {n_chunks})")
     else:
         if resume:
             say(f"jaxcell: no snapshot in {part}; starting from t = 0")
-        if part.exists():
-            shutil.rmtree(part)
-        (part / "frames").mkdir(parents=True)
-        write_text(part / _MARK, json.dumps(meta))
-        write_text(part / "scenario.toml", sc.text)
-        write_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
-        _save_state(part / "state.npz", state0, 0)
+        try:
+            for entry in part.iterdir():
+                if entry.name != _LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            (part / "frames").mkdir()
+            write_text(part / _MARK, json.dumps({**meta, "overrides": overrides}))
+            write_text(part / "scenario.toml", sc.text)
+            write_npz(part / "frames" / "frame_000000.npz", **_frame(sc, state0))
+            _save_state(part / "state.npz", state0, 0)
+        except OSError as e:
+            raise _cannot_write(part, e) from None
 
-    dt = sc.run.dt
     t_start = time.perf_counter()
     chunk_times = []
     with _progress(progress, n_chunks, sc.name) as bar:
@@ -241,20 +413,22 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
         ran = 0
         for k in range(done + 1, n_chunks + 1):
             if stop_after_chunks is not None and ran >= stop_after_chunks:
-                raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked; "
-                                    f"continue with --resume")
+                raise StopRequested(f"stopped after {ran} chunks at t = {times[k - 1]:g} s as asked")
             t0 = time.perf_counter()
-            state, _ = simulate(sc.model, state, t_end=float(times[k]), dt=dt, behaviour=sc.behaviour,
-                                seed=sc.run.seed)
-            jax.block_until_ready(state.fields)
+            state = _advance(sc, state, float(times[k]), max_steps)
             frame = _frame(sc, state)
             chunk_times.append(time.perf_counter() - t0)
             write_npz(part / "frames" / f"frame_{k:06d}.npz", **frame)
             _save_state(part / "state.npz", state, k)
             ran += 1
             bar(k, float(times[k]))
-    sim_seconds = time.perf_counter() - t_start
+    return state, done, resumed, time.perf_counter() - t_start, chunk_times
 
+
+def _finish(sc: Scenario, out: Path, part: Path, state: State, times: np.ndarray, xr: ModuleType, mpl: ModuleType, *,
+            resumed: bool, sim_seconds: float, chunk_times: list[float], figures: bool) -> dict:
+    """Write the store, summary and figures into ``part/final`` and publish it as ``out``."""
+    n_chunks = len(times) - 1
     final = part / "final"
     if final.exists():
         shutil.rmtree(final)
@@ -275,7 +449,6 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
     if out.exists():
         os.replace(out, part / "previous")
     os.replace(final, out)
-    shutil.rmtree(part, ignore_errors=True)
     return summary
 
 
@@ -440,36 +613,50 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
 # Figures
 
 
-def _kernel(r: np.ndarray, d: float, k: float, ndim: int) -> np.ndarray | None:
-    """Steady field of a unit point source (amount/s) at distance r (µm) with screening k (1/s)."""
-    if d <= 0:
-        return None
-    if ndim == 3:
-        lam = np.sqrt(d / k) if k > 0 else np.inf
-        return np.exp(-r / lam) / (4 * np.pi * d * r)
-    if k <= 0:
-        return None
-    lam = np.sqrt(d / k)
-    if ndim == 1:
-        return np.exp(-r / lam) / (2 * np.sqrt(d * k))
-    try:
-        from scipy.special import k0
-    except ImportError:
-        return None
-    return k0(r / lam) / (2 * np.pi * d)
-
-
-def _cell_clearance(sc: Scenario, frame: dict, i: int) -> float:
-    """Mean first-order clearance by cells (1/s) of substrate ``i``: uptake + receptors' kon·R·kint/(koff+kint)."""
-    if not sc.n_cells:
-        return 0.0
-    clr = frame["uptake"][:, i].copy()
+def _cell_clearance(sc: Scenario, frame: dict, i: int) -> np.ndarray:
+    """Per-cell first-order clearance (µm^ndim/s) of substrate ``i`` at a frame: uptake plus receptor
+    internalisation at quasi-steady binding, kon·R_free·kint/(koff+kint), ``(N,)``."""
+    clr = np.asarray(frame["uptake"][:, i], np.float64).copy()
     rec = sc.cells.receptors
     if rec is not None:
         kon, koff, kint = (np.asarray(getattr(rec, f))[:, i] for f in ("kon", "koff", "kint"))
         frac = np.where(koff + kint > 0, kint / np.where(koff + kint > 0, koff + kint, 1.0), 0.0)
         clr = clr + kon * frame["free"][:, i] * frac
-    return float(clr.sum() / np.prod(sc.grid.extent))
+    return clr
+
+
+def _steady_reference(sc: Scenario, last: dict) -> np.ndarray | None:
+    """The steady state of this scenario's own model (same box, faces and vessel) with every cell's rates
+    frozen at the last frame, ``(S, *shape)``, or None when it has none.
+
+    Secretion is the cells' rate at that time (responses included); receptors
+    are replaced by the clearance they exert at quasi-steady binding
+    (:func:`_cell_clearance`), which makes the model linear for
+    :func:`jaxcell.steady_state`. Where the run has reached steady state, the
+    simulated field lies on this curve.
+    """
+    from jaxcell._node import replace
+    from jaxcell.model import Model
+    from jaxcell.steady import steady_state
+
+    if sc.behaviour is not None:  # cells that move, divide and die are no steady configuration
+        return None
+
+    m = sc.model
+    model = Model(m.grid, m.substrates, solver="implicit", coupling=m.coupling, dirichlet_mask=m.dirichlet_mask,
+                  dirichlet_value=0.0 if m.dirichlet_value is None else m.dirichlet_value)
+    cells = None
+    if sc.n_cells:
+        clr = np.stack([_cell_clearance(sc, last, i) for i in range(m.n_substrates)], axis=1)
+        dtype = np.asarray(sc.cells.uptake).dtype
+        cells = replace(sc.cells, secretion=jnp.asarray(last["secretion"], dtype), uptake=jnp.asarray(clr, dtype),
+                        receptors=None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(steady_state(model, cells))
+    except ValueError:
+        return None
 
 
 def _binned(r: np.ndarray, v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -539,7 +726,7 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
         if ndim == 1:
             ax.plot(grid.centers(0), f, "k-")
             ax.set_xlabel("x (µm)")
-            ax.set_ylabel(f"{nm} (amount/µm)")
+            ax.set_ylabel(f"{nm} ({sc.units(i)})")
             for j, tname in enumerate(sc.types):
                 sel = tid == j
                 ax.plot(pos[sel, 0], np.zeros(sel.sum()), "|", color=colors[j % len(colors)], label=tname)
@@ -550,14 +737,14 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                 zc = grid.centers(2)[zi]
                 img = f[:, :, zi]
                 near = np.abs(pos[:, 2] - zc) <= grid.spacing[2] if len(pos) else np.zeros((0,), bool)
-                ax.set_title(f"{nm}, z = {zc:g} µm, t = {t_last:g} s")
+                ax.set_title(f"{nm} in the plane z = {zc:g} µm, t = {t_last:g} s")
             else:
                 img = f
                 near = np.ones((len(pos),), bool)
-                ax.set_title(f"{nm}, t = {t_last:g} s")
+                ax.set_title(f"{nm} at t = {t_last:g} s")
             im = ax.imshow(img.T, origin="lower", extent=(lo[0], lo[0] + ext[0], lo[1], lo[1] + ext[1]),
                            cmap="viridis", aspect="equal")
-            fig.colorbar(im, ax=ax, label=f"amount/µm^{ndim}", shrink=0.8)
+            fig.colorbar(im, ax=ax, label=f"{nm} ({sc.units(i)})", shrink=0.8)
             act = last.get("activated", np.zeros((sc.n_cells,), bool))
             act = act[last["alive"]] if "alive" in last else act
             for j, tname in enumerate(sc.types):
@@ -566,104 +753,85 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                     continue
                 col = colors[j % len(colors)]
                 on, off = sel & act, sel & ~act
+                state = sc.state_name(j)
+                has_rule = bool(sc.has_activation()[sel].any())
+                if not has_rule:  # sources and other cells without a rule: large filled triangles
+                    ax.scatter(pos[sel, 0], pos[sel, 1], s=36, marker="^", color=col, edgecolors="w",
+                               linewidths=0.6, label=tname)
+                    continue
                 ax.scatter(pos[off, 0], pos[off, 1], s=10, facecolors="none", edgecolors=col, linewidths=0.7,
-                           label=f"{tname}")
-                ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname} (activated)")
+                           label=f"{tname}, not {state}")
+                if on.any():
+                    ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname}, {state}")
             ax.set_xlabel("x (µm)")
             ax.set_ylabel("y (µm)")
-        if len(sc.types):
-            ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
+        if len(sc.types):  # below the panel, off the data
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _figure_radial_profile(sc: Scenario, last: dict, path: Path, plt: ModuleType) -> None:
-    """``radial_profile.png``: one panel per substrate, the last frame against a steady analytic curve.
+    """``radial_profile.png``: one panel per substrate, the last frame against the model's own steady state.
 
-    With secreting cells: concentration binned by distance to the nearest
-    producer (µm) against the sum of point-source kernels (:func:`_kernel`);
-    without: the profile along x against the 1D slab solution
-    (:func:`_panel_profile_along_x`). Curves with decay only and with decay plus
-    the cells' mean clearance (:func:`_cell_clearance`).
+    With secreting cells: concentration binned by distance to the nearest cell
+    secreting that substrate (µm); without: the profile along x, averaged over
+    the other axes. The reference curve is :func:`_steady_reference` binned the
+    same way: the same closed box, faces and vessel, so the comparison is fair
+    (a free-space point-source formula is not, in a no-flux box).
     """
     names = sc.model.names
+    ref = _steady_reference(sc, last)
     fig, axs = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False, layout="constrained")
+    t = float(last["t"])
     for i, nm in enumerate(names):
         ax = axs[0, i]
         q = last["secretion"][:, i] if sc.n_cells else np.zeros((0,))
+        if "alive" in last:  # cells that live: the secreting cells alive at this frame
+            q = np.where(last["alive"], q, 0.0)
+        f = last["fields"][i]
+        g = None if ref is None else ref[i]
         if (q > 0).any():
-            _panel_radial(sc, last, i, ax)
+            x, sim, steady = _radial(sc, last.get("track", _cell_layout(sc)[0]), q > 0, f, g)
+            ax.set_xlabel(f"distance to the nearest cell secreting {nm} (µm)")
+            ax.set_title(f"{nm} around the {int((q > 0).sum())} cells secreting it")
         else:
-            _panel_profile_along_x(sc, last, i, ax)
-        ax.set_ylabel(f"{nm} (amount/µm^{sc.grid.ndim})")
-        ax.legend(fontsize=7)
+            x = sc.grid.centers(0)
+            sim = f.reshape(sc.grid.shape[0], -1).mean(axis=1)
+            steady = None if g is None else g.reshape(sc.grid.shape[0], -1).mean(axis=1)
+            ax.set_xlabel("x (µm)")
+            ax.set_title(f"{nm} along x (mean over the other axes)")
+        ax.plot(x, sim, "ko", ms=3, label=f"simulated, t = {t:g} s")
+        if steady is not None:
+            ax.plot(x, steady, "-", color="C1",
+                    label=f"steady state of this model\n(cells' rates at t = {t:g} s)")
+        both = sim if steady is None else np.concatenate([sim, steady])
+        if np.all(both > 0) and both.max() > 10 * both.min():  # log only when it spans a decade
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{nm} ({sc.units(i)})")
+        ax.legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _panel_radial(sc: Scenario, last: dict, i: int, ax: Any) -> None:
-    """Substrate ``i`` around its producers (cells with secretion > 0) vs the point-source steady state."""
+def _radial(sc: Scenario, pos: np.ndarray, src: np.ndarray, f: np.ndarray,
+            g: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``f`` (and ``g``) binned by voxel distance to the nearest cell in ``src`` (positions ``pos`` ``(N, ndim)``
+    µm; one voxel wide bins, up to half the longest side); voxels are subsampled when there are more than 2e7
+    voxel-cell pairs."""
     grid = sc.grid
-    ndim, nm = grid.ndim, sc.model.names[i]
-    sub = sc.model.substrates[i]
-    d, k = float(sub.diffusion), float(sub.decay)
-    kc = _cell_clearance(sc, last, i)
-    pos, _ = _cell_layout(sc)
-    f = last["fields"][i].reshape(-1)
-    q = last["secretion"][:, i]
-    src = q > 0
-    pts = np.stack([m.reshape(-1) for m in grid.mesh()], axis=1)
-    if pts.shape[0] * src.sum() > 2e7:
-        pts_i = np.random.default_rng(0).choice(pts.shape[0], int(2e7 // src.sum()), replace=False)
-        pts, f = pts[pts_i], f[pts_i]
-    r = np.linalg.norm(pts[:, None, :] - pos[src][None, :, :], axis=-1)
-    r = np.maximum(r, 0.5 * min(grid.spacing))
-    rmin = r.min(axis=1)
+    idx = np.arange(grid.size)
+    if grid.size * src.sum() > 2e7:
+        idx = np.sort(np.random.default_rng(0).choice(grid.size, int(2e7 // src.sum()), replace=False))
+    sub = np.unravel_index(idx, grid.shape)
+    pts = np.stack([grid.centers(a)[sub[a]] for a in range(grid.ndim)], axis=1)
+    rmin = np.full(len(idx), np.inf)
+    for p in pos[src]:
+        rmin = np.minimum(rmin, np.linalg.norm(pts - p, axis=1))
     edges = np.arange(0.0, 0.5 * max(grid.extent) + min(grid.spacing), min(grid.spacing))
-    ax.plot(*_binned(rmin, f, edges), "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
-    for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-        ker = _kernel(r, d, kk, ndim) if kk > 0 or ndim == 3 else None
-        if ker is not None:
-            ana = (ker * q[src][None, :]).sum(axis=1)
-            ax.plot(*_binned(rmin, ana, edges), style, label=f"steady analytic, {lab}")
-    ax.set_yscale("log")
-    ax.set_xlabel("distance to nearest producer (µm)")
-    ax.set_title(f"{nm}: Σ q e^(-r/λ)/(4πDr) over producers" if ndim == 3 else f"{nm}: point sources")
-
-
-def _panel_profile_along_x(sc: Scenario, last: dict, i: int, ax: Any) -> None:
-    """Substrate ``i`` averaged over the axes other than x vs the 1D slab steady state.
-
-    The analytic curve is drawn for a flux ``j`` in at x- and, at x+, either
-    ``dirichlet = 0`` (``jλ/D·sinh((L−x)/λ)/cosh(L/λ)``) or no-flux
-    (``jλ/D·cosh((L−x)/λ)/sinh(L/λ)``), λ = √(D/k) µm; other faces get none.
-    """
-    grid = sc.grid
-    nm = sc.model.names[i]
-    sub = sc.model.substrates[i]
-    d, k = float(sub.diffusion), float(sub.decay)
-    kc = _cell_clearance(sc, last, i)
-    x = grid.centers(0)
-    prof = last["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
-    ax.plot(x, prof, "ko", ms=3, label=f"simulated, t = {float(last['t']):g} s")
-    lo_face, hi_face = sub.boundary.get("x-"), sub.boundary.get("x+")
-    if isinstance(lo_face, Flux) and d > 0:
-        j = float(lo_face.value)
-        L = grid.extent[0]
-        xr_ = x - grid.origin[0]
-        for kk, style, lab in ((k, "--", "decay only"), (k + kc, "-", "decay + mean cell clearance")):
-            if kk <= 0:
-                continue
-            lam = np.sqrt(d / kk)
-            if isinstance(hi_face, Dirichlet) and float(hi_face.value) == 0:
-                ana = j * lam / d * np.sinh((L - xr_) / lam) / np.cosh(L / lam)
-            elif hi_face is None or (isinstance(hi_face, Flux) and float(hi_face.value) == 0):
-                ana = j * lam / d * np.cosh((L - xr_) / lam) / np.sinh(L / lam)
-            else:
-                continue
-            ax.plot(x, ana, style, label=f"steady analytic, {lab}")
-    ax.set_xlabel("x (µm)")
-    ax.set_title(f"{nm}: profile along x (mean over the other axes)")
+    x, sim = _binned(rmin, f.reshape(-1)[idx], edges)
+    steady = None if g is None else _binned(rmin, g.reshape(-1)[idx], edges)[1]
+    return x, sim, steady
 
 
 def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
@@ -681,14 +849,15 @@ def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: Module
             sel = resp & (tids == j)
             if sel.any():
                 frac = (acts & sel).sum(axis=1) / np.maximum(sel.sum(axis=1), 1)
-                ax.plot(t, frac, "o-", ms=3, color=colors[j % len(colors)], label=tname)
-        ax.legend(fontsize=8)
+                ax.plot(t, frac, "o-", ms=3, color=colors[j % len(colors)], label=f"{tname}: {sc.state_name(j)}")
+        ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no cells with an activation rule", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("fraction activated")
+    states = {sc.state_name(j) for j in range(len(sc.types))}
+    ax.set_ylabel(f"fraction of cells {states.pop()}" if len(states) == 1 else "fraction of cells in the state")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(sc.name)
+    ax.set_title(f"{sc.name}: cells with a threshold rule, over time")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

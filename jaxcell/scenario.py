@@ -77,12 +77,13 @@ from typing import Any
 import numpy as np
 
 from jaxcell import solvers
+from jaxcell._node import float_dtype
 from jaxcell.behaviour import BEHAVIOURS, Rule, Rules, rules
 from jaxcell.binding import Response
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
-from jaxcell.model import Model, State
+from jaxcell.model import Model, State, check_memory
 from jaxcell.substrate import Substrate
 
 __all__ = ["DEFAULT", "Checker", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
@@ -175,9 +176,16 @@ class Scenario:
 
     def init_state(self) -> State:
         """The state at t = 0 (uniform initial fields; held vessel voxels at their value)."""
-        shape = (self.model.n_substrates,) + self.grid.shape
-        fields = np.broadcast_to(self.initial.reshape((-1,) + (1,) * self.grid.ndim), shape)
-        state = self.model.init(self.cells, fields=np.array(fields))
+        dtype = float_dtype()
+        check_memory(self.model, dtype, self.n_cells)  # before the fields below are allocated
+        if not np.any(self.initial):
+            state = self.model.init(self.cells)
+        else:
+            # the run's dtype (float32 unless x64): no double-size float64 copy of a big grid
+            shape = (self.model.n_substrates,) + self.grid.shape
+            fields = np.empty(shape, dtype)
+            fields[...] = self.initial.astype(dtype).reshape((-1,) + (1,) * self.grid.ndim)
+            state = self.model.init(self.cells, fields=fields)
         if self.behaviour is not None:  # base values recorded now, so snapshots have their final layout
             state = dataclasses.replace(state, cells=self.behaviour.prepare(state.cells, self.model))
         return state
@@ -205,6 +213,17 @@ class Scenario:
         x = np.where(act["bound"] == 1, bound, conc)
         above = x >= act["threshold"]
         return has & np.where(act["below"] == 1, ~above, above)
+
+    def units(self, i: int) -> str:
+        """Units of substrate ``i`` for labels: its ``units`` key, else ``amount/µm^ndim``."""
+        return str(self.config["substrates"][i].get("units") or f"amount/µm^{self.grid.ndim}")
+
+    def state_name(self, type_index: int) -> str:
+        """What cells of type ``type_index`` are called when their activation rule holds (``state`` key of
+        the rule; default "activated")."""
+        names = {p["activation"].get("state", "activated") for p in self.config.get("cells", [])
+                 if p.get("type") == self.types[type_index] and p.get("activation")}
+        return " / ".join(sorted(names)) or "activated"
 
     def has_activation(self, cells: Cells | None = None) -> np.ndarray:
         """``(N,)`` bool: cells with an activation rule (the responders).
@@ -447,13 +466,13 @@ def _join(key: str, sub: str) -> str:
 
 _TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "rules", "run")
 _GRID = ("shape", "spacing", "origin")
-_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary")
+_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
 _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
           "uptake", "receptors", "activation", "volume", "base")
 _RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
 _RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
-_ACTIVATION = ("signal", "bound", "concentration", "below")
+_ACTIVATION = ("signal", "bound", "concentration", "below", "state")
 _FACE_KINDS = ("flux", "dirichlet", "robin")
 _RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity")
 _RULE = ("signal", "kind", "behaviour", "direction", "max", "K", "n", "cell_type")
@@ -576,7 +595,10 @@ def _read_substrates(c: Checker, value: Any, ndim: int) -> tuple[list[Substrate]
             sub = Substrate(nm, diffusion=d, decay=k, boundary=faces)
             sub.faces(ndim)  # refuses faces the grid lacks
         substrates.append(sub)
-        cfgs.append({"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg})
+        cfg = {"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg}
+        if "units" in s:  # a label for outputs (e.g. "mmHg"); the numbers are what they are
+            cfg["units"] = c.string(s["units"], f"{key}.units")
+        cfgs.append(cfg)
     return substrates, cfgs
 
 
@@ -722,7 +744,10 @@ def _read_activation(c: Checker, value: Any, key: str, names: Sequence[str], rec
     below = a.get("below", False)
     if not isinstance(below, bool):
         raise c.err(f"{key}.below", f"must be true or false, got {_kind(below)}", "write below = true")
-    return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below}
+    state = c.string(a.get("state", "activated"), f"{key}.state")  # what outputs call it, e.g. "hypoxic"
+    if not state.strip():
+        raise c.err(f"{key}.state", "is empty", "name the state, e.g. state = \"hypoxic\", or leave it out")
+    return {"signal": sig, "bound": by_bound, "threshold": thr, "below": below, "state": state}
 
 
 def _receptors_by_type(types: Sequence[str], pops: Sequence[dict]) -> dict[str, set[str]]:
@@ -1076,13 +1101,15 @@ def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tu
         if k in need and k not in v:
             raise c.err(f"vessel.{k}", "missing", f"shape = {shape!r} needs {', '.join(need)}")
     ndim = grid.ndim
-    mesh = np.stack(grid.mesh())  # (ndim, *shape)
+    # open (broadcasting) coordinates: the mask is the only array of grid size built here
+    mesh = np.meshgrid(*(grid.centers(a) for a in range(ndim)), indexing="ij", sparse=True)
     cfg: dict[str, Any] = {"shape": shape}
     if shape == "box":
         lo = np.asarray(c.vector(v["lo"], "vessel.lo", ndim, "µm", nonneg=False))
         hi = np.asarray(c.vector(v["hi"], "vessel.hi", ndim, "µm", nonneg=False))
-        ex = (slice(None),) + (None,) * ndim
-        mask = np.all((mesh >= lo[ex]) & (mesh <= hi[ex]), axis=0)
+        mask = np.ones(grid.shape, bool)
+        for a in range(ndim):
+            mask &= (mesh[a] >= lo[a]) & (mesh[a] <= hi[a])
         cfg.update(lo=lo.tolist(), hi=hi.tolist())
     elif shape == "sphere":
         ctr = np.asarray(c.vector(v["center"], "vessel.center", ndim, "µm", nonneg=False))
@@ -1102,6 +1129,7 @@ def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tu
         d2 = sum((mesh[a] - ctr[j]) ** 2 for j, a in enumerate(others))
         mask = d2 <= rad**2
         cfg.update(axis=axis, center=ctr.tolist(), radius=rad)
+    mask = np.broadcast_to(mask, grid.shape).copy()  # a cylinder's mask is constant along its axis
     if not mask.any():
         raise c.err("vessel", "the vessel contains no voxel centre", "enlarge it or move it inside the domain")
     vals = c.per_substrate(v.get("value", {}), "vessel.value", names, "amount/µm^ndim")

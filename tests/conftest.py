@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# no compilation cache under $HOME from the CLI's tests (test_startup turns a tmp one on)
+os.environ["JAXCELL_CACHE"] = "off"
 
 import jax  # noqa: E402
 
