@@ -746,7 +746,9 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                            cmap="viridis", aspect="equal")
             fig.colorbar(im, ax=ax, label=f"{nm} ({sc.units(i)})", shrink=0.8)
             act = last.get("activated", np.zeros((sc.n_cells,), bool))
-            act = act[last["alive"]] if "alive" in last else act
+            resp = last.get("responder", sc.has_activation())
+            if "alive" in last:  # cells that live: pos and tid hold the live cells only
+                act, resp = act[last["alive"]], resp[last["alive"]]
             for j, tname in enumerate(sc.types):
                 sel = near & (tid == j)
                 if not sel.any():
@@ -754,7 +756,7 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                 col = colors[j % len(colors)]
                 on, off = sel & act, sel & ~act
                 state = sc.state_name(j)
-                has_rule = bool(sc.has_activation()[sel].any())
+                has_rule = bool(resp[sel].any())
                 if not has_rule:  # sources and other cells without a rule: large filled triangles
                     ax.scatter(pos[sel, 0], pos[sel, 1], s=36, marker="^", color=col, edgecolors="w",
                                linewidths=0.6, label=tname)
