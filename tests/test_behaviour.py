@@ -334,3 +334,18 @@ def test_per_type_base_table_works_under_jit_and_base_keys_are_checked():
     with pytest.raises(ValueError, match="'sped' that is no behaviour"):
         jc.simulate(model, model.init(jc.Cells(np.array([[15.0]]), base={"sped": 1.0})), 1.0, 1.0,
                     behaviour=beh)
+
+
+def test_vmap_over_a_rule_parameter_gives_each_speed():
+    """jax.vmap over the chemotactic speed through jc.simulate: each member moves v·t up a fixed gradient."""
+    model, field = gradient_model()
+    cells = jc.Cells(np.array([[40.0, 100.0]]))
+    state0 = model.init(cells, fields=field)
+
+    def x_end(v):
+        beh = jc.rules([], base={"chemotaxis:attractant": v})
+        state, _ = jc.simulate(model, state0, t_end=200.0, dt=2.0, behaviour=beh)
+        return state.cells.position[0, 0]
+
+    speeds = jnp.array([0.05, 0.1, 0.2])
+    np.testing.assert_allclose(np.asarray(jax.vmap(x_end)(speeds)), 40.0 + 200.0 * np.asarray(speeds), atol=1e-9)
