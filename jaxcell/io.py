@@ -276,30 +276,38 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
 
 
 WORK_PER_CALL = 2e8  # voxel-updates (voxels × substrates × steps) in one compiled call at most
+CELL_WORK = 10  # voxel-updates a cell costs per step and substrate (exchange, binding); 50 with [[rules]]
 
 
 def steps_per_call(sc: Scenario) -> int:
-    """Most time steps one compiled call of a run may take: :data:`WORK_PER_CALL` voxel-updates, at least 1.
+    """Most time steps one compiled call of a run may take: :data:`WORK_PER_CALL` voxel-updates (cells
+    counted as :data:`CELL_WORK` each), at least 2.
 
     A frame interval longer than that is advanced in several calls, so that
     Ctrl-C (which Python sees only between calls) stops a run within seconds.
     """
-    return max(1, int(WORK_PER_CALL // max(1, sc.grid.size * sc.model.n_substrates)))
+    per_cell = CELL_WORK * (5 if sc.behaviour is not None else 1)
+    work = sc.model.n_substrates * (sc.grid.size + per_cell * sc.n_cells)
+    return max(2, int(WORK_PER_CALL // max(1, work)))
 
 
 def _advance(sc: Scenario, state: State, t_end: float, max_steps: int) -> State:
-    """``simulate`` from ``state`` to ``t_end`` in calls of at most ``max_steps`` full steps of dt.
+    """``simulate`` from ``state`` to ``t_end`` in calls of at most about ``max_steps`` full steps of dt.
 
-    Each call ends on a whole number of steps of dt after the frame's start; the
-    last one ends on ``t_end`` with the one short step an unsplit call would take,
-    so the step sequence (and the numbers) are those of one call.
+    The frame's n steps are spread evenly over k calls of at least 2 steps each
+    (a one-step call compiles without its loop); each call ends on a whole
+    number of steps of dt after the frame's start and the last one on ``t_end``
+    with the one short step an unsplit call would take. So the steps are those
+    of one call and the numbers agree to round-off (XLA may fuse a loop of a few
+    steps differently: last-bit differences). A resumed run makes the same
+    calls as an uninterrupted one, so it agrees bit for bit.
     """
     dt = sc.run.dt
     t0 = float(state.t_static)
     n = _steps(t0, t_end, dt)
-    done = 0
-    while n - done > max_steps:
-        done += max_steps
+    calls = max(1, min(-(-n // max(2, max_steps)), n // 2))
+    ends = [n * (i + 1) // calls for i in range(calls - 1)]
+    for done in ends:
         state, _ = simulate(sc.model, state, t_end=t0 + done * dt, dt=dt, behaviour=sc.behaviour, seed=sc.run.seed)
         jax.block_until_ready(state.fields)  # a Ctrl-C lands here, between calls
     state, _ = simulate(sc.model, state, t_end=t_end, dt=dt, behaviour=sc.behaviour, seed=sc.run.seed)
@@ -326,7 +334,7 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
         overrides: the ``--set`` values ``sc`` was loaded with; kept in
             ``out.partial/`` for a later ``--resume`` (:func:`saved_overrides`).
         max_steps_per_call: steps per compiled call at most (default
-            :func:`steps_per_call`); the numbers do not depend on it.
+            :func:`steps_per_call`); the numbers depend on it only at round-off.
 
     Returns:
         The summary dict also written to ``summary.json``.

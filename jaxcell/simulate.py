@@ -49,6 +49,8 @@ def schedule(t0: float, t_end: float, dt: float, save: Sequence[float]) -> tuple
         span = t - prev
         n = int(np.floor(span / dt * (1 + 1e-12)))
         rest = span - n * dt
+        if rest >= dt * (1 - 1e-9):  # a whole step lost to the rounding of t (large t / dt): count it
+            n, rest = n + 1, 0.0
         if rest <= 1e-9 * dt:
             rest = 0.0
         g = _Group(1 if saved else 0, n, rest)
