@@ -256,3 +256,14 @@ def test_nan_that_passed_into_the_fields_is_refused():
 
     with pytest.raises(ValueError, match="the fields hold NaN or inf by t = 4 s"):
         jc.simulate(model, model.init(cells), t_end=4.0, dt=1.0, behaviour=glitch)
+
+
+def test_schedule_counts_a_step_lost_to_rounding_of_large_times():
+    """t0 + 447·dt in floats lands 1e-12 s short of 447 steps at t ≈ 1e4 s: 447 full steps, no near-dt extra step."""
+    from jaxcell.simulate import schedule
+
+    t0, dt = 11293.86, 0.0421
+    for m in (2, 24, 447, 1000):
+        t1 = t0 + m * dt
+        groups = schedule(t0, t1, dt, [])
+        assert sum(g.steps for g in groups) == m and all(g.rest == 0.0 for g in groups), (m, groups)
