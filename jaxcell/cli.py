@@ -51,11 +51,19 @@ def _enable_compilation_cache() -> None:
         where.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # no cache, same results: compiling again is only slower
+    if not os.access(where, os.W_OK | os.X_OK):
+        return  # a folder we cannot write: JAX would warn at every compile
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation failure reported by XLA (``JaxRuntimeError: RESOURCE_EXHAUSTED``) or NumPy."""
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "Unable to allocate" in text
 
 
 def _err(msg: str) -> int:
@@ -120,9 +128,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sc = load(args.scenario, overrides)
     except (ScenarioError, OutputError) as e:
         return _err(str(e))
-    except MemoryError as e:
-        return _err(f"{args.scenario or 'the scenario'}: out of memory while building it ({e}); "
-                    f"use a smaller grid.shape or a coarser grid.spacing")
+    except Exception as e:  # noqa: BLE001 - MemoryError, or XLA's RESOURCE_EXHAUSTED while building arrays
+        if not (isinstance(e, MemoryError) or _out_of_memory(e)):
+            raise
+        return _err(f"{args.scenario or 'the scenario'}: out of memory while building it "
+                    f"({str(e).splitlines()[0][:160]}); use a smaller grid.shape or a coarser grid.spacing")
     hint = _continue_command(args, overrides)
     try:
         summary = run_scenario(sc, args.out, resume=args.resume, progress=args.progress,
@@ -142,8 +152,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"jaxcell: interrupted; continue with: {hint}", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - XLA's allocator failing is a JaxRuntimeError, not a MemoryError
+        if not _out_of_memory(e):
+            raise
+        return _err(f"{sc.source}: grid: the run ran out of memory ({str(e).splitlines()[0][:160]}); in the "
+                    "scenario: a smaller grid.shape or a larger grid.spacing (e.g. --set grid.shape=[...])")
     frac = summary.get("fraction_responders_activated")
-    act = "" if frac is None else f", {100 * frac:.1f}% of responders activated"
+    states: list[str] = []
+    if frac is not None and sc.n_cells:  # what the scenario calls its responders' state ("hypoxic", ...)
+        import numpy as np
+
+        resp, tid = sc.has_activation(), np.asarray(sc.cells.type)
+        states = sorted({sc.state_name(j) for j in range(len(sc.types)) if (resp & (tid == j)).any()})
+    act = "" if frac is None else f", {100 * frac:.1f}% of responders {' / '.join(states) or 'activated'}"
     print(f"jaxcell: {sc.name}: {summary['steps']} steps to t = {summary['t_end_s']:g} s in "
           f"{summary['run_seconds']:.1f} s{act}; outputs in {args.out}")
     return 0

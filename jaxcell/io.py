@@ -374,9 +374,17 @@ def run_scenario(sc: Scenario, out: str | Path, *, resume: bool = False, progres
             stop_after_chunks=stop_after_chunks, max_steps=max_steps, say=say)
         summary = _finish(sc, out, part, state, times, xr, mpl, resumed=resumed, sim_seconds=sim_seconds,
                           chunk_times=chunk_times, figures=figures)
-    finally:
+    except BaseException:
         _release_lock(lock)
-    shutil.rmtree(part, ignore_errors=True)
+        raise
+    # empty the partial folder while still holding its lock, then let go and remove it: a run that takes
+    # the lock in between finds an empty folder, and nothing of its own is deleted
+    for entry in part.iterdir():
+        if entry != lock:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    _release_lock(lock)
+    with contextlib.suppress(OSError):
+        part.rmdir()
     return summary
 
 
@@ -727,7 +735,9 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
     t_last = float(last["t"])
     pos, tid = _cell_layout(sc, last)
     colors = _colors(plt)
-    fig, axs = plt.subplots(1, S, figsize=(5.2 * S, 4.4), squeeze=False, layout="constrained")
+    # room for the titles above square panels and the legend below them
+    height = 4.4 if ndim == 1 else 3.6 + 1.6 * grid.extent[1] / grid.extent[0]
+    fig, axs = plt.subplots(1, S, figsize=(5.2 * S, height), squeeze=False, layout="constrained")
     for i, nm in enumerate(names):
         ax = axs[0, i]
         f = last["fields"][i]
@@ -765,9 +775,10 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                 on, off = sel & act, sel & ~act
                 state = sc.state_name(j)
                 has_rule = bool(resp[sel].any())
-                if not has_rule:  # sources and other cells without a rule: large filled triangles
-                    ax.scatter(pos[sel, 0], pos[sel, 1], s=36, marker="^", color=col, edgecolors="w",
-                               linewidths=0.6, label=tname)
+                if not has_rule:  # cells without a rule: a few (sources) as large triangles, many as dots
+                    few = sel.sum() <= 50
+                    ax.scatter(pos[sel, 0], pos[sel, 1], s=36 if few else 6, marker="^" if few else "o",
+                               color=col, edgecolors="w" if few else "none", linewidths=0.6, label=tname)
                     continue
                 ax.scatter(pos[off, 0], pos[off, 1], s=10, facecolors="none", edgecolors=col, linewidths=0.7,
                            label=f"{tname}, not {state}")
@@ -775,8 +786,13 @@ def _figure_field_midplane(sc: Scenario, last: dict, path: Path, plt: ModuleType
                     ax.scatter(pos[on, 0], pos[on, 1], s=10, color=col, label=f"{tname}, {state}")
             ax.set_xlabel("x (µm)")
             ax.set_ylabel("y (µm)")
-        if len(sc.types):  # below the panel, off the data
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        if len(sc.types) and ndim == 1:
+            ax.legend(fontsize=7, loc="best")
+    if len(sc.types) and ndim > 1:  # one legend below all panels, off the data and the axis labels
+        handles, labels = axs[0, -1].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=min(4, len(labels)),
+                       frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -212,3 +212,24 @@ print(seen, st.fields.dtype, float(st.fields.min()), float(st.fields.max()))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["[dtype('float32')]", "float32", "38.0", "38.0"], p.stdout
+
+
+def test_xla_out_of_memory_is_one_line_and_summary_names_the_state(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """XLA's allocator failing (a JaxRuntimeError, not a MemoryError) gives exit 2 and one line; the final
+    line calls the vessel scenario's responders what the scenario calls them ("hypoxic")."""
+
+    def oom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 32016037104 bytes.")
+
+    monkeypatch.setattr(jio, "run_scenario", oom)
+    assert main(["run", "vessel", "--out", str(tmp_path / "o"), "--no-figures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ran out of memory" in err and "grid.shape" in err, err
+
+    def done(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return {"fraction_responders_activated": 0.25, "steps": 3, "t_end_s": 15.0, "run_seconds": 0.1}
+
+    monkeypatch.setattr(jio, "run_scenario", done)
+    assert main(["run", "vessel", "--out", str(tmp_path / "o"), "--no-figures"]) == 0
+    assert "25.0% of responders hypoxic" in capsys.readouterr().out
