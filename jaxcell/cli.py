@@ -115,11 +115,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return _cmd_list()
     from jaxcell.io import OutputError, StopRequested, require_io, run_scenario, saved_overrides
-    from jaxcell.scenario import ScenarioError, load
+    from jaxcell.scenario import ScenarioError, load, source_label
 
     overrides = list(args.overrides)
-    if args.resume and not overrides:
-        overrides = saved_overrides(args.out) or []
+    if args.resume and not overrides:  # the interrupted run's --set values, if it ran this scenario
+        overrides = saved_overrides(args.out, source_label(args.scenario)) or []
         if overrides:
             print(f"jaxcell: resuming with the interrupted run's settings: "
                   f"{' '.join('--set ' + shlex.quote(o) for o in overrides)}", file=sys.stderr)

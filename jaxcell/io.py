@@ -114,13 +114,21 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def source_key(source: str) -> str:
+    """A scenario's source as a run records it: built-ins by name, files by absolute path (so
+    ``tiny.toml`` and ``./tiny.toml``, or the same file from another folder, are one scenario)."""
+    return source if source.startswith("builtin:") else str(Path(source).resolve())
+
+
 def _meta(sc: Scenario) -> dict:
     return {"fingerprint": sc.fingerprint(), "jaxcell": __version__,
-            "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": sc.source}
+            "precision": str(jnp.result_type(float)), "scenario": sc.name, "source": source_key(sc.source)}
 
 
-def saved_overrides(out: str | Path) -> list[str] | None:
-    """The ``--set`` values of the interrupted run in ``out.partial/`` (None: no such run to resume).
+def saved_overrides(out: str | Path, source: str | None = None) -> list[str] | None:
+    """The ``--set`` values of the interrupted run in ``out.partial/`` (None: no such run to resume, or,
+    given the ``source`` about to run (a label as :func:`jaxcell.scenario.load` makes it), a run of
+    another scenario, whose values must not be applied to this one).
 
     ``jaxcell run --resume`` without ``--set`` reuses them, so the command it
     prints after an interruption continues the same run.
@@ -130,7 +138,9 @@ def saved_overrides(out: str | Path) -> list[str] | None:
         old = json.loads(mark.read_text("utf-8") or "{}")
     except (OSError, ValueError):
         return None
-    got = old.get("overrides") if isinstance(old, dict) else None
+    if not isinstance(old, dict) or (source is not None and old.get("source") != source_key(source)):
+        return None
+    got = old.get("overrides")
     return [str(x) for x in got] if isinstance(got, list) else None
 
 

@@ -261,13 +261,25 @@ def builtin_scenarios() -> dict[str, str]:
     return out
 
 
+def _is_file(src: str) -> bool:
+    """Whether a scenario argument names a file (else a built-in name)."""
+    path = Path(src)
+    return path.suffix == ".toml" or path.exists() or "/" in src or "\\" in src
+
+
+def source_label(source: str | Path | None) -> str:
+    """The label :func:`load` gives ``source``: the path as given, or ``builtin:<name>``."""
+    src = str(DEFAULT if source is None else source)
+    return src if _is_file(src) else f"builtin:{src}"
+
+
 def _read_source(source: str | Path | None) -> tuple[str, str, str, Path]:
     """(name, label for messages, text, base directory for relative data files)."""
     if source is None:
         source = DEFAULT
     src = str(source)
     path = Path(src)
-    if path.suffix == ".toml" or path.exists() or "/" in src or "\\" in src:
+    if _is_file(src):
         if not path.is_file():
             raise ScenarioError(src, "", "no such scenario file",
                                 f"check the path, or use a built-in one ({', '.join(builtin_scenarios())})")

@@ -233,3 +233,20 @@ def test_xla_out_of_memory_is_one_line_and_summary_names_the_state(tmp_path: Pat
     monkeypatch.setattr(jio, "run_scenario", done)
     assert main(["run", "vessel", "--out", str(tmp_path / "o"), "--no-figures"]) == 0
     assert "25.0% of responders hypoxic" in capsys.readouterr().out
+
+
+def test_resume_keeps_overrides_only_for_the_same_scenario_however_spelled(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The saved --set values belong to the scenario that ran: ./file and file are one scenario; another
+    scenario named with --resume does not get them (it is refused as a different run)."""
+    path = write_small(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", path.name, "--out", str(out), "--set", "run.t_end=30", "--stop-after-chunks", "1"]) == 3
+    capsys.readouterr()
+    assert jio.saved_overrides(out, f"./{path.name}") == ["run.t_end=30"]
+    assert jio.saved_overrides(out, "relay") is None
+    assert main(["run", "relay", "--out", str(out), "--resume", "--no-figures"]) == 2
+    assert "different scenario" in capsys.readouterr().err
+    assert main(["run", f"./{path.name}", "--out", str(out), "--resume", "--no-figures"]) == 0
