@@ -53,7 +53,7 @@ import numpy as np
 from jaxcell._node import as_float, check_nonneg, is_concrete, node, replace, static_field
 from jaxcell.cells import Cells, divide, random_direction
 
-__all__ = ["BEHAVIOURS", "Rule", "Rules", "rules"]
+__all__ = ["BEHAVIOURS", "UNITS", "Rule", "Rules", "parse_behaviour", "rules"]
 
 BEHAVIOURS = ("secretion:<substrate>", "uptake:<substrate>", "speed", "chemotaxis:<substrate>", "division", "death")
 """The behaviours a :class:`Rule` can regulate (``<substrate>`` is a substrate's name)."""
@@ -65,7 +65,7 @@ UNITS = {"secretion": "amount/s", "uptake": "µm^ndim/s", "chemotaxis": "µm/s",
          "division": "1/s", "death": "1/s"}
 
 
-def _split(behaviour: str) -> tuple[str, str | None]:
+def parse_behaviour(behaviour: str) -> tuple[str, str | None]:
     """``"secretion:IL-2"`` → ``("secretion", "IL-2")``; ``"speed"`` → ``("speed", None)``; ValueError otherwise."""
     if not isinstance(behaviour, str):
         raise ValueError(f"Rule.behaviour must be a string, one of {BEHAVIOURS}, got {behaviour!r}")
@@ -114,7 +114,7 @@ class Rule:
             raise ValueError(f"Rule.kind must be 'concentration' or 'bound', got {kind!r}")
         if direction not in ("up", "down"):
             raise ValueError(f"Rule.direction must be 'up' or 'down', got {direction!r}")
-        head, _ = _split(behaviour)
+        head, _ = parse_behaviour(behaviour)
         for name, v, unit in (("max", max, UNITS[head]), ("K", K, "the signal's unit"), ("n", n, "")):
             arr = as_float(v, f"Rule.{name}")
             if np.ndim(arr) != 0:
@@ -184,7 +184,7 @@ class Rules:
         step = jnp.zeros_like(cells.position)
         ndim = cells.position.shape[1]
         for k, (v, touched) in values.items():
-            head, sub = _split(k)
+            head, sub = parse_behaviour(k)
             if head in ("secretion", "uptake"):
                 col = env.names.index(sub)
                 arr = sec if head == "secretion" else upt
@@ -246,19 +246,19 @@ class Rules:
         names = tuple(model.names)
         for k in cells.base:
             try:
-                _split(k)
+                parse_behaviour(k)
             except ValueError:
                 raise ValueError(f"Cells.base has a key {k!r} that is no behaviour; use one of {BEHAVIOURS}") \
                     from None
         for r in self.rules:
-            head, sub = _split(r.behaviour)
+            head, sub = parse_behaviour(r.behaviour)
             for resp in getattr(model, "responses", ()):
                 if (resp.parameter, resp.target) == (head, sub):
                     raise ValueError(f"Rule on {r.behaviour!r} and a jc.Response on {resp.parameter} of "
                                      f"{resp.target!r} would both set that rate every step (the response first, "
                                      "so exchange would never see the rule); keep one of them")
         for r in self.rules:
-            _, sub = _split(r.behaviour)
+            _, sub = parse_behaviour(r.behaviour)
             for what, name in (("signal", r.signal), ("behaviour", sub)):
                 if name is not None and name not in names:
                     raise ValueError(f"Rule {what} {name!r} ({r.behaviour!r}) is no substrate of the model; "
@@ -269,7 +269,7 @@ class Rules:
         rest = dict(cells.base)
         n, dtype = cells.n, cells.position.dtype
         for k in self.keys:
-            head, sub = _split(k)
+            head, sub = parse_behaviour(k)
             table = self.base.get(k)
             if k in self.base and table is None:
                 if k not in rest:
@@ -323,7 +323,7 @@ def rules(rule_list: Sequence[Rule], base: Mapping[str, Any] | None = None) -> R
                                  "saturation value per behaviour: give them the same max")
     tables = {}
     for k, v in (base or {}).items():
-        head, _ = _split(k)
+        head, _ = parse_behaviour(k)
         if v is None:  # the cells carry it (Cells.base)
             tables[k] = None
             continue

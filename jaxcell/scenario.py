@@ -78,7 +78,7 @@ import numpy as np
 
 from jaxcell import solvers
 from jaxcell._node import float_dtype
-from jaxcell.behaviour import BEHAVIOURS, Rule, Rules, rules
+from jaxcell.behaviour import BEHAVIOURS, UNITS, Rule, Rules, parse_behaviour, rules
 from jaxcell.binding import Response
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
@@ -488,7 +488,6 @@ _ACTIVATION = ("signal", "bound", "concentration", "below", "state")
 _FACE_KINDS = ("flux", "dirichlet", "robin")
 _RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity")
 _RULE = ("signal", "kind", "behaviour", "direction", "max", "K", "n", "cell_type")
-_BASE = ("speed", "division", "death")  # and "chemotaxis:<substrate>"
 MAX_CAPACITY = 100_000_000  # cell slots a scenario may ask for
 _PLACEMENT_KEYS = {
     "random": ("count", "lo", "hi"),
@@ -824,18 +823,21 @@ def _read_responses(c: Checker, value: Any, names: Sequence[str], types: Sequenc
 
 
 def _read_base(c: Checker, value: Any, key: str, names: Sequence[str]) -> dict[str, float]:
-    """A population's ``base`` table: behaviours at rest for the rules (speed µm/s, division
-    and death 1/s, ``"chemotaxis:<substrate>"`` µm/s)."""
+    """A population's ``base`` table: behaviours at rest for the rules, in the units of
+    :data:`jaxcell.behaviour.UNITS` (speed and chemotaxis µm/s, division and death 1/s)."""
     out = {}
     for k, v in c.table(value, key).items():
-        head, _, sub = str(k).partition(":")
-        if not (k in _BASE or (head == "chemotaxis" and sub)):
+        try:
+            head, sub = parse_behaviour(str(k))
+        except ValueError:
+            head, sub = "", None
+        if head in ("", "secretion", "uptake"):
             raise c.err(_join(key, k), "is no behaviour with a base value",
-                        f"use {', '.join(_BASE)} or \"chemotaxis:<substrate>\" (secretion and uptake "
+                        "use speed, division, death or \"chemotaxis:<substrate>\" (secretion and uptake "
                         "start from the population's own rates)")
-        if sub:
+        if sub is not None:
             c.substrate_name(sub, _join(key, k), names)
-        out[k] = c.number(v, _join(key, k), "µm/s" if k == "speed" or sub else "1/s")
+        out[k] = c.number(v, _join(key, k), UNITS[head])
     return out
 
 
