@@ -298,18 +298,23 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
 def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
     """After a run with a behaviour: refuse NaN or inf in any cell field or in the fields, naming it
     (checked on the host once per call, since errors cannot be raised inside the compiled loop; skipped
-    under tracing). A NaN rate can pass into the fields and out of the cells again within one call."""
-    for path, x in jax.tree_util.tree_flatten_with_path(cells)[0]:
-        if not is_concrete(x) or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            continue
-        bad = ~np.isfinite(np.asarray(x))
-        if bad.any():
-            rows = np.unique(np.nonzero(bad)[0]) if bad.ndim else np.zeros(1, int)
+    under tracing). A NaN rate can pass into the fields and out of the cells again within one call.
+
+    One reduction per array on the device and one small transfer; the cells come to the host only to
+    name the first bad one.
+    """
+    paths = jax.tree_util.tree_flatten_with_path(cells)[0]
+    if not is_concrete(fields) or not all(is_concrete(x) for _, x in paths):
+        return
+    leaves = [(p, x) for p, x in paths if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    ok = jax.device_get([jnp.all(jnp.isfinite(x)) for _, x in leaves] + [jnp.all(jnp.isfinite(fields))])
+    for (path, x), good in zip(leaves, ok):
+        if not good:  # named first: the cell field says what went wrong
+            rows = np.unique(np.nonzero(~np.isfinite(np.asarray(x)))[0]) if jnp.ndim(x) else np.zeros(1, int)
             raise ValueError(f"the behaviour left NaN or inf in cells{jax.tree_util.keystr(path)} of {rows.size} "
                              f"cell(s) (first: index {int(rows[0])}) by t = {t_end:g} s; check what it computes "
                              "(e.g. a division by a zero gradient norm or a rate overflow)")
-    # checked after the cells, whose message names the field that went wrong
-    if is_concrete(fields) and not bool(jnp.all(jnp.isfinite(fields))):
+    if not ok[-1]:
         raise ValueError(f"the fields hold NaN or inf by t = {t_end:g} s in a run with a behaviour: a rate it "
                          "set was NaN or infinite at some step; check what it computes")
 
