@@ -180,16 +180,14 @@ class Rules:
         values = {k: self._value(k, cells, env) for k in self.keys}
         dt = env.dt
         alive = cells.alive
-        sec, upt = cells.secretion, cells.uptake
+        rates = {"secretion": cells.secretion, "uptake": cells.uptake}
         step = jnp.zeros_like(cells.position)
         ndim = cells.position.shape[1]
         for k, (v, touched) in values.items():
             head, sub = parse_behaviour(k)
-            if head in ("secretion", "uptake"):
+            if head in rates:
                 col = env.names.index(sub)
-                arr = sec if head == "secretion" else upt
-                arr = arr.at[:, col].set(jnp.where(touched, v, arr[:, col]))
-                sec, upt = (arr, upt) if head == "secretion" else (sec, arr)
+                rates[head] = rates[head].at[:, col].set(jnp.where(touched, v, rates[head][:, col]))
             elif head == "speed":
                 u = random_direction(jax.random.fold_in(env.key, 1), cells.n, ndim, cells.position.dtype)
                 step = step + jnp.where(alive[:, None], v[:, None] * u, 0)
@@ -199,7 +197,7 @@ class Rules:
                 # sqrt of a safe argument: |g| has an infinite derivative at g = 0 (NaN in grad)
                 unit = jnp.where(sq > 0, g / jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
                 step = step + jnp.where(alive[:, None], v[:, None] * unit, 0)
-        new = replace(cells, secretion=sec, uptake=upt, position=cells.position + dt * step)
+        new = replace(cells, **rates, position=cells.position + dt * step)
         if "death" in values or "division" in values:
             # independent events with P = 1 − exp(−r·dt) each (a cell that dies does not divide in
             # that step), drawn as 32-bit integers: a float32 uniform is a multiple of 2^-23 or 2^-24,
