@@ -7,6 +7,7 @@ from jaxcell.binding import Response
 from jaxcell.cells import Cells, Receptors, divide
 from jaxcell.grid import Grid
 from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
+from jaxcell.medium import Matrix
 from jaxcell.model import Model, State
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
@@ -20,6 +21,7 @@ __all__ = [
     "FitResult",
     "Flux",
     "Grid",
+    "Matrix",
     "Model",
     "Periodic",
     "Receptors",

@@ -119,3 +119,8 @@ def concrete_float(x: Any) -> float | None:
     if isinstance(x, (str, bytes)):
         raise ValueError(f"expected a number, got the string {x!r}")
     return float(np.asarray(x)) if is_concrete(x) else None
+
+
+def concrete_max(x: Any) -> float | None:
+    """Largest value of a concrete number or array, else None."""
+    return float(np.max(np.asarray(x))) if is_concrete(x) else None

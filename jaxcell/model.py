@@ -14,9 +14,10 @@ from jaxcell.binding import Response
 from jaxcell.cells import Cells, bound_ligand
 from jaxcell.grid import Grid
 from jaxcell.solvers import Params, Solver, get
+from jaxcell.solvers.base import check_medium
 from jaxcell.substrate import Substrate
 
-BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised")
+BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised", "produced", "matrix_degraded")
 
 
 @node
@@ -75,7 +76,7 @@ class Model:
         if not 0.5 <= float(theta) <= 1.0:
             raise ValueError(f"theta must lie in [0.5, 1] for unconditional stability, got {theta}")
         for s in subs:
-            s.faces(grid.ndim)  # raises for faces the grid lacks
+            s.check_grid(grid)  # faces the grid lacks, maps of the wrong shape, flow through a wall
         mask = value = None
         if dirichlet_mask is not None:
             mask = jnp.asarray(dirichlet_mask, bool)
@@ -111,10 +112,16 @@ class Model:
         object.__setattr__(self, "max_diffusion", None if max_diffusion is None else float(max_diffusion))
         object.__setattr__(self, "max_decay", None if max_decay is None else float(max_decay))
         scheme.check(self)
+        check_medium(scheme, self)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.substrates)
+
+    @property
+    def has_matrix(self) -> bool:
+        """Some substrate binds an extracellular matrix (the state then carries ``matrix``)."""
+        return any(s.matrix is not None for s in self.substrates)
 
     @property
     def n_substrates(self) -> int:
@@ -125,16 +132,22 @@ class Model:
         s = self.substrates[i]
         faces = tuple(jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), f) for f in s.faces(self.grid.ndim))
         hold = None if self.dirichlet_value is None else self.dirichlet_value[i].astype(dtype)
+        q = s.production
+        q = None if is_concrete(q) and not np.any(np.asarray(q)) else jnp.asarray(q, dtype)
+        v = None if s.velocity is None else jnp.asarray(s.velocity, dtype)
         return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, self.dirichlet_mask, hold,
-                      s.name)
+                      s.name, q, v)
 
-    def init(self, cells: Cells | None = None, fields: Any = None) -> State:
+    def init(self, cells: Cells | None = None, fields: Any = None, matrix: Any = None) -> State:
         """Initial state at t = 0.
 
         Args:
             cells: :class:`Cells` or None.
             fields: ``(S, *grid.shape)`` initial concentrations (default 0);
                 held voxels start at their held value.
+            matrix: ``(S, *grid.shape)`` ligand already bound to the extracellular
+                matrix (amount/µm^ndim, at most the sites; default 0); only for a
+                model with a :class:`jaxcell.Matrix`.
         """
         dtype = float_dtype()
         shape = (self.n_substrates,) + self.grid.shape
@@ -156,15 +169,35 @@ class Model:
             if not isinstance(cells, Cells):
                 raise ValueError(f"cells must be jc.Cells or None, got {type(cells).__name__}")
             cells = cells.conform(self.grid, self.n_substrates)
+        m = self._initial_matrix(matrix, shape, dtype)
         zero = jnp.zeros((self.n_substrates,), dtype)
         initial = jnp.sum(f.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
+        if m is not None:
+            initial = initial + jnp.sum(m.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
         if cells is not None and cells.receptors is not None:
             initial = initial + bound_ligand(cells)
         totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS},
                   "compensation": {k: zero for k in BUDGET_FLOWS}}  # Kahan terms of the flows (jaxcell.step)
         return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),
-                     t_static=0.0,
-                     voxel_volume=self.grid.voxel_volume)
+                     matrix=m, t_static=0.0, voxel_volume=self.grid.voxel_volume)
+
+    def _initial_matrix(self, matrix: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array | None:
+        if not self.has_matrix:
+            if matrix is not None:
+                raise ValueError("matrix= given but no substrate has a jc.Matrix")
+            return None
+        if matrix is None:
+            return jnp.zeros(shape, dtype)
+        m = as_float(matrix, "matrix")
+        if m.shape != shape:
+            raise ValueError(f"matrix must have shape (S, *grid.shape) = {shape}, got {m.shape}")
+        check_nonneg(m, "matrix", "amount/µm^ndim", "bound amounts are non-negative")
+        for i, s in enumerate(self.substrates):
+            sites = 0.0 if s.matrix is None else np.asarray(s.matrix.sites)
+            if is_concrete(m) and np.any(np.asarray(m[i]) > sites * (1 + 1e-6)):
+                raise ValueError(f"matrix for substrate {s.name!r} exceeds its sites ({np.max(sites):g} "
+                                 "per µm^ndim): at most every site can be occupied")
+        return jnp.asarray(m, dtype)
 
 
 @node
@@ -173,7 +206,9 @@ class State:
 
     fields: ``(S, *grid.shape)`` amount/µm^ndim; t: time in s; cells: :class:`Cells`
     or None; totals: accumulated budget amounts, each ``(S,)``; steps: steps taken
-    since t = 0 (a behaviour's random key is drawn from it). ``t_static`` is
+    since t = 0 (a behaviour's random key is drawn from it); matrix: ``(S, *grid.shape)``
+    ligand on the extracellular matrix (amount/µm^ndim), or None without a
+    :class:`jaxcell.Matrix`. ``t_static`` is
     the host-side copy of ``t`` that lets :func:`simulate` plan its steps under jit;
     ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`;
     ``sharding`` (set by :func:`jaxcell.shard`) is how simulate splits the fields.
@@ -184,6 +219,7 @@ class State:
     cells: Cells | None
     totals: dict
     steps: jax.Array
+    matrix: jax.Array | None = None
     t_static: float | None = static_field(default=None)
     voxel_volume: float = static_field(default=1.0)
     sharding: Any = static_field(default=None)
@@ -196,7 +232,12 @@ def memory_estimate(model: Model, dtype: Any, n_cells: int) -> int:
     """Bytes a run of ``model`` needs: fields, the loop's copy, the solver's scratch, the cells."""
     item = np.dtype(dtype).itemsize
     field = model.n_substrates * model.grid.size * item
-    return int(field * (2 + model.scheme.scratch_fields) + n_cells * model.n_substrates * CELL_FIELDS * item)
+    one = model.grid.size * item
+    # a heterogeneous medium keeps per-face coefficients (2 per axis) and per-line factors (3 per axis);
+    # a matrix is one more carried field and its loop copy
+    medium = sum((5 * model.grid.ndim if not s.uniform else 0) + (2 if s.matrix is not None else 0)
+                 for s in model.substrates) * one
+    return int(field * (2 + model.scheme.scratch_fields) + medium + n_cells * model.n_substrates * CELL_FIELDS * item)
 
 
 def available_memory() -> int | None:
@@ -241,5 +282,11 @@ def check_model_values(model: Model) -> None:
     for s in model.substrates:
         check_nonneg(s.diffusion, f"Substrate {s.name!r} diffusion", "µm²/s")
         check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
+        check_nonneg(s.production, f"Substrate {s.name!r} production", "amount/(µm^ndim·s)")
+        if s.velocity is not None and is_concrete(s.velocity) and not np.all(np.isfinite(np.asarray(s.velocity))):
+            raise ValueError(f"Substrate {s.name!r} velocity must be finite (µm/s), got NaN or inf")
+        if s.matrix is not None:
+            for what in ("sites", "kon", "koff", "degradation"):
+                check_nonneg(getattr(s.matrix, what), f"Substrate {s.name!r} matrix {what}", "")
         for face, cond in s.boundary.items():
             cond.check_values(f"Substrate {s.name!r} boundary {face!r}")

@@ -173,14 +173,21 @@ def face_amounts(grid: Grid, D: jax.Array, faces: Faces, ceff: Sequence[jax.Arra
             j, g = face.inflow(D, h), face.conductance(D, h)
             if j is None and g is None:
                 continue
-            layer = slab(ceff[a], a, end)
-            rate = (0.0 if j is None else j) - (0.0 if g is None else g * layer)
-            amt = jnp.broadcast_to(rate * area * dt, layer.shape)
-            if mask is not None:
-                amt = amt * (1.0 - slab(mask, a, end).astype(dt.dtype))
-            i, o = split_signed(amt)
+            i, o = face_layer_amounts(ceff[a], a, end, j, g, area * dt, mask)
             inflow, outflow = inflow + i, outflow + o
     return inflow, outflow
+
+
+def face_layer_amounts(c: jax.Array, axis: int, end: int, j: Any, g: Any, area_dt: Any,
+                       mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(inflow, outflow) through one face whose law is ``J_in = j − g·c₀`` (either may be None), over a
+    step: ``area_dt`` is the face area of one voxel times dt; held face voxels (``mask``) exchange nothing."""
+    layer = slab(c, axis, end)
+    rate = (0.0 if j is None else j) - (0.0 if g is None else g * layer)
+    amt = jnp.broadcast_to(rate * area_dt, layer.shape)
+    if mask is not None:
+        amt = amt * (1.0 - slab(mask, axis, end).astype(layer.dtype))
+    return split_signed(amt)
 
 
 def held_amounts(grid: Grid, D: jax.Array, faces: Faces, ceff: Sequence[jax.Array],
@@ -291,14 +298,23 @@ def thomas_factor(n: int, ratios: tuple[float, float], ends: tuple[Any, Any], al
     off = -alpha * f  # both off-diagonals of a free row; zero on held rows
     lower = off.at[0].set(0.0)
     upper = off.at[n - 1].set(0.0)
+    return lower, thomas_pivots(lower, b, upper), upper
+
+
+def thomas_pivots(lower: jax.Array, main: jax.Array, upper: jax.Array) -> jax.Array:
+    """Inverse pivots of the Thomas forward sweep of tridiagonal systems whose rows run along axis 0.
+
+    ``lower[i]``, ``main[i]``, ``upper[i]`` are row i's coefficients of y_{i−1}, y_i, y_{i+1}
+    (``lower[0]`` and ``upper[n−1]`` are 0); no pivoting (the systems here are diagonally dominant).
+    """
 
     def fwd(cp: jax.Array, row: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         lo, bi, up = row
         piv = 1.0 / (bi - lo * cp)
         return up * piv, piv
 
-    _, inv_pivot = lax.scan(fwd, jnp.zeros_like(b[0]), (lower, b, upper))
-    return lower, inv_pivot, upper
+    _, inv_pivot = lax.scan(fwd, jnp.zeros_like(main[0]), (lower, main, upper))
+    return inv_pivot
 
 
 def thomas_solve(factors: tuple[jax.Array, jax.Array, jax.Array], r: jax.Array, axis: int) -> jax.Array:
@@ -370,6 +386,39 @@ def axis_solver(grid: Grid, axis: int, faces: tuple[Boundary, Boundary], D: jax.
             return AxisSolver(axis_inverse(n, ratios, periodic, alpha, rho), None)
         return AxisSolver(None, thomas_factor(n, ratios, ends, alpha, rho, jnp.ones((n,), bool), 0))
     return AxisSolver(None, thomas_factor(n, ratios, ends, alpha, rho, ~mask, axis))
+class Uniform(NamedTuple):
+    """Transport operator ``D∇²c`` of one substrate with one diffusivity and no flow.
+
+    The interface the solvers use (shared with :class:`jaxcell.medium.Heterogeneous`):
+    :meth:`rate`, :meth:`axis_rate` (with the faces' conductances), :meth:`add_source`
+    (the faces' inflows), :meth:`face_amounts`, :meth:`held_amounts` and
+    :meth:`axis_solver`. Its lines are all alike, so axis solves can share one
+    dense inverse or one Thomas factorisation.
+    """
+
+    grid: Grid
+    D: jax.Array
+    faces: Faces
+
+    def rate(self, c: jax.Array, face_terms: bool = True) -> jax.Array:
+        return diffuse(c, self.grid, self.D, self.faces, face_terms)
+
+    def axis_rate(self, c: jax.Array, a: int, face_terms: bool = True) -> jax.Array:
+        return diffuse_axis(c, a, self.grid.spacing[a], self.D, axis_faces(self.faces, a), face_terms)
+
+    def add_source(self, x: jax.Array, scale: Any = 1.0, axes: Sequence[int] | None = None) -> jax.Array:
+        return add_face_source(x, self.grid, self.D, self.faces, scale, axes)
+
+    def face_amounts(self, ceff: Sequence[jax.Array], dt: jax.Array, mask: jax.Array | None) -> tuple[Any, Any]:
+        return face_amounts(self.grid, self.D, self.faces, ceff, dt, mask)
+
+    def held_amounts(self, ceff: Sequence[jax.Array], dt: jax.Array, mask: jax.Array) -> tuple[Any, Any]:
+        return held_amounts(self.grid, self.D, self.faces, ceff, dt, mask)
+
+    def axis_solver(self, a: int, gamma: jax.Array, rho: jax.Array, mask: jax.Array | None) -> AxisSolver:
+        return axis_solver(self.grid, a, axis_faces(self.faces, a), self.D, gamma, rho, mask)
+
+
 # ---------------------------------------------------------------------------
 # Spectral basis (uniform coefficients): DCT-II on closed axes, FFT on periodic ones
 

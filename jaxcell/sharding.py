@@ -54,5 +54,6 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
     rep = NamedSharding(mesh, PartitionSpec())
     rest = jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), rep),
                                   (state.t, state.cells, state.totals, state.steps))
-    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2], steps=rest[3],
+    matrix = None if state.matrix is None else jax.device_put(state.matrix, NamedSharding(mesh, spec))
+    return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2], steps=rest[3], matrix=matrix,
                    sharding=NamedSharding(mesh, PartitionSpec(None, name)))

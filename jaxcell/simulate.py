@@ -25,11 +25,13 @@ SORT_MIN = 65536  # cell count from which simulate works on cells sorted by voxe
 @node
 class Trajectory:
     """Saved frames: ``times`` (T,) s, ``fields`` (T, S, *grid.shape), ``cells`` (per-frame
-    :class:`Cells` with a leading T axis, or None unless ``save_cells=True``)."""
+    :class:`Cells` with a leading T axis, or None unless ``save_cells=True``), ``matrix``
+    (T, S, *grid.shape) ligand on the extracellular matrix, or None without a :class:`jaxcell.Matrix`."""
 
     times: jax.Array
     fields: jax.Array
     cells: Cells | None
+    matrix: jax.Array | None = None
 
 
 class _Group(NamedTuple):
@@ -145,13 +147,15 @@ def _layout(model: Model, sharding: Any) -> Layout | None:
 
 @functools.partial(jax.jit, static_argnames=("dt", "groups", "plan", "checkpoint", "save_cells", "sharding",
                                              "behaviour_static", "seed"))
-def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, t: jax.Array, n: jax.Array, *,
+def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, t: jax.Array, n: jax.Array,
+              matrix: jax.Array | None = None, *,
               dt: float, groups: tuple[_Group, ...], plan: tuple, checkpoint: str | None, save_cells: bool,
               sharding: Any = None, behaviour_arrays: Any = None, behaviour_static: Any = None,
               seed: int = 0) -> tuple[Any, jax.Array, Any]:
     """The compiled time loop of :func:`simulate`: ``groups`` of steps, frames saved between them.
 
-    Returns ``((fields, cells, totals, t, n), saved fields (T, S, *shape), saved cells or None)``.
+    Returns ``((fields, cells, totals, t, n, matrix), saved (fields, matrix) (T, S, *shape), saved cells
+    or None)``.
     """
     dtype = fields.dtype
     if sharding is not None:
@@ -179,7 +183,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         return stages.make_step(ctx, step_plan)
 
     full = make(dt)
-    carry = (fields, cells, totals, t, n)
+    carry = (fields, cells, totals, t, n, matrix)
     frames, frame_cells = [], []
     for g in groups:
         rest = make(g.rest) if g.rest else None
@@ -191,7 +195,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         if g.frames:
             def frame(c: Any, _: None, interval: Any = interval) -> tuple[Any, Any]:
                 c = interval(c)
-                return c, (c[0], c[1] if save_cells else None)
+                return c, ((c[0], c[5]), c[1] if save_cells else None)
 
             carry, (f, cl) = lax.scan(frame, carry, None, length=g.frames)
             frames.append(f)
@@ -199,7 +203,9 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         else:
             carry = interval(carry)
     shape = (0,) + fields.shape
-    saved = jnp.concatenate(frames) if frames else jnp.zeros(shape, dtype)
+    saved = jnp.concatenate([f for f, _ in frames]) if frames else jnp.zeros(shape, dtype)
+    if matrix is not None:
+        saved = (saved, jnp.concatenate([m for _, m in frames]) if frames else jnp.zeros(shape, dtype))
     saved_cells = None
     if save_cells and frame_cells and cells is not None:
         saved_cells = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *frame_cells)
@@ -282,17 +288,21 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
     arrays, static = partition(behaviour) if behaviour is not None else (None, None)
     plan = model.scheme.plan(model, dt_f)
     model.scheme.before_run(model, state.cells, dt_f)
-    (fields, cells, totals, _, steps), saved, saved_cells = run_steps(
-        model, state.fields, state.cells, state.totals, state.t, state.steps, dt=dt_f, groups=groups, plan=plan,
+    if model.has_matrix != (state.matrix is not None):
+        raise ValueError("the state does not match the model's extracellular matrix: build it with model.init()")
+    (fields, cells, totals, _, steps, matrix), saved, saved_cells = run_steps(
+        model, state.fields, state.cells, state.totals, state.t, state.steps, state.matrix, dt=dt_f, groups=groups,
+        plan=plan,
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
         behaviour_static=static, seed=int(seed))
+    saved, saved_matrix = saved if matrix is not None else (saved, None)
     model.scheme.after_run(model, fields, saved, dt_f)
     if behaviour is not None:
         _check_finite_cells(cells, fields, t_end_f)
-    new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps,
+    new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps, matrix=matrix,
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
-    return new, Trajectory(times, saved, saved_cells)
+    return new, Trajectory(times, saved, saved_cells, saved_matrix)
 
 
 def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
@@ -322,10 +332,12 @@ def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
 def budget(state: State) -> dict[str, jax.Array]:
     """Where every molecule went, per substrate: a dict of ``(S,)`` amounts.
 
-    Keys: initial, secreted, inflow, outflow, fields, bound, internalised, uptake,
-    decayed and residual = initial + secreted + inflow − outflow − fields − bound
-    − internalised − uptake − decayed (round-off when the books close). The flows
-    are accumulated step by step from the rates the scheme used.
+    Keys: initial, secreted, produced (by the tissue), inflow, outflow, fields,
+    bound (on cells' receptors), matrix (on the extracellular matrix now),
+    internalised, uptake, decayed, matrix_degraded and residual = initial +
+    secreted + produced + inflow − outflow − fields − bound − matrix −
+    internalised − uptake − decayed − matrix_degraded (round-off when the books
+    close). The flows are accumulated step by step from the rates the scheme used.
     """
     if not isinstance(state, State):
         raise ValueError(f"budget(state) needs the jc.State from model.init / jc.simulate, got "
@@ -334,12 +346,16 @@ def budget(state: State) -> dict[str, jax.Array]:
     s = state.fields.shape[0]
     vol = state.voxel_volume
     fields = jnp.sum(state.fields.reshape(s, -1), axis=1) * vol
-    bound = jnp.zeros((s,), state.fields.dtype)
+    zero = jnp.zeros((s,), state.fields.dtype)
+    bound = zero
     if state.cells is not None and state.cells.receptors is not None:
         bound = bound_ligand(state.cells)
-    out = {"initial": tot["initial"], "secreted": tot["secreted"], "inflow": tot["inflow"],
-           "outflow": tot["outflow"], "fields": fields, "bound": bound, "internalised": tot["internalised"],
-           "uptake": tot["uptake"], "decayed": tot["decayed"]}
-    out["residual"] = (out["initial"] + out["secreted"] + out["inflow"] - out["outflow"] - out["fields"]
-                       - out["bound"] - out["internalised"] - out["uptake"] - out["decayed"])
+    on_matrix = zero if state.matrix is None else jnp.sum(state.matrix.reshape(s, -1), axis=1) * vol
+    out = {"initial": tot["initial"], "secreted": tot["secreted"], "produced": tot.get("produced", zero),
+           "inflow": tot["inflow"], "outflow": tot["outflow"], "fields": fields, "bound": bound,
+           "matrix": on_matrix, "internalised": tot["internalised"], "uptake": tot["uptake"],
+           "decayed": tot["decayed"], "matrix_degraded": tot.get("matrix_degraded", zero)}
+    out["residual"] = (out["initial"] + out["secreted"] + out["produced"] + out["inflow"] - out["outflow"]
+                       - out["fields"] - out["bound"] - out["matrix"] - out["internalised"] - out["uptake"]
+                       - out["decayed"] - out["matrix_degraded"])
     return out

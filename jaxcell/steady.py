@@ -9,37 +9,40 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.sparse.linalg import cg
+from jax.scipy.sparse.linalg import cg, gmres
 
-from jaxcell._node import concrete_float, float_dtype, is_concrete
+from jaxcell._node import concrete_max, float_dtype, is_concrete
 from jaxcell.cells import Cells, coupling_weights
 from jaxcell.exchange import cell_exchange
 from jaxcell.model import Model, check_model_values
-from jaxcell.operators import diffuse, face_source, from_spectral, spectral_axes, spectral_eigenvalues, to_spectral
+from jaxcell.operators import from_spectral, spectral_axes, spectral_eigenvalues, to_spectral
 from jaxcell.solvers import Params
+from jaxcell.solvers.base import operator, production
 
 
 def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None = None,
                  maxiter: int = 2000) -> jax.Array:
     """Steady concentrations ``(S, *grid.shape)`` (amount/µm^ndim) of a linear model.
 
-    Solves ``D∇²c − (k + clearance)c + source = 0`` with the model's faces and
-    held voxels, on the same finite-volume operator as the time steppers (so a
-    long ``implicit`` run converges to it): in closed form with DCT/FFT when the
-    coefficients are uniform (no cell uptake, no face with a conductance such as
-    Dirichlet or Robin, no held voxels), else by preconditioned conjugate gradients (the operator is
-    symmetric positive definite) to relative residual ``tol`` (default 1e-11
-    in float64, 1e-6 in float32). Gradients come from implicit differentiation
-    of the linear solve (``custom_linear_solve``), not from unrolling
-    iterations. Models with receptors or responses are nonlinear and refused; a
-    model with no decay, no uptake and no Dirichlet condition has no steady
-    state and is refused.
+    Solves ``∇·(D∇c) − ∇·(uc) − (k + clearance)c + production + source = 0``
+    with the model's faces and held voxels, on the same finite-volume operator as
+    the time steppers (so a long ``implicit`` run converges to it): in closed form
+    with DCT/FFT when the coefficients are uniform (one D and k, no flow, no cell
+    uptake, no face with a conductance such as Dirichlet or Robin, no held
+    voxels), else by preconditioned conjugate gradients (the operator is
+    symmetric positive definite, diffusion and decay maps included) or, with
+    flow (non-symmetric), by restarted GMRES, to relative residual ``tol``
+    (default 1e-11 in float64, 1e-6 in float32). Gradients come from implicit
+    differentiation of the linear solve (``custom_linear_solve``), not from
+    unrolling iterations. Models with receptors, responses or an extracellular
+    matrix (saturable) are nonlinear and refused; a model with no decay, no
+    uptake and no Dirichlet or Robin condition has no steady state and is refused.
 
     Args:
         model: a :class:`jaxcell.Model`; D, k and face values may be traced.
         cells: :class:`jaxcell.Cells` (secretion amount/s, uptake µm^ndim/s) or None.
         tol: relative residual of the conjugate-gradient solve.
-        maxiter: iteration cap of the conjugate-gradient solve.
+        maxiter: iteration cap of the conjugate-gradient (or GMRES) solve.
 
     Returns:
         ``(S, *grid.shape)`` concentrations, amount/µm^ndim.
@@ -56,6 +59,9 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         if cells.receptors is not None or model.responses:
             raise ValueError("steady_state handles linear models only; receptor binding and responses are "
                              "nonlinear: run jc.simulate to a late time instead")
+    if model.has_matrix:
+        raise ValueError("steady_state handles linear models only; binding to the extracellular matrix "
+                         "(jc.Matrix) saturates, so it is nonlinear: run jc.simulate to a late time instead")
     tol = float(tol) if tol is not None else (1e-11 if dtype == jnp.float64 else 1e-6)
     if not (np.isfinite(tol) and tol > 0) or int(maxiter) < 1:
         raise ValueError(f"tol must be > 0 and maxiter >= 1, got tol={tol!r}, maxiter={maxiter!r}")
@@ -67,10 +73,10 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         conducting = any(not f.periodic and f.conductance(1.0, 1.0) is not None for f in faces)
         removing = conducting or model.dirichlet_mask is not None
         no_clearance = clear_max[i] == 0.0  # False when unknown (traced cells)
-        if not removing and no_clearance and concrete_float(s.decay) == 0.0:
+        if not removing and no_clearance and concrete_max(s.decay) == 0.0:
             raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake, Dirichlet or Robin condition: "
                              "it has no steady state (its mass grows or stays constant)")
-        uniform.append(not removing and no_clearance)
+        uniform.append(not removing and no_clearance and s.uniform and jnp.ndim(s.decay) == 0)
     c, resid = solve_linear(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
     if is_concrete(resid) and np.any(np.asarray(resid) > 100 * tol):
         warnings.warn(f"steady_state: conjugate gradients stopped at relative residual "
@@ -105,7 +111,11 @@ def solve_linear(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...]
     for i in range(model.n_substrates):
         p = model.params(i, dtype)
         ex = exchanges[i]
-        src = face_source(grid, p.D, p.faces, dtype=dtype)
+        top = operator(grid, p)
+        src = top.add_source(jnp.zeros(grid.shape, dtype))
+        q = production(p, grid.shape)
+        if q is not None:
+            src = src + q
         clear = jnp.zeros(grid.shape, dtype)
         if ex is not None:
             src = src + ex.sat_source + ex.export
@@ -122,19 +132,23 @@ def solve_linear(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...]
         react = p.k + clear
         mask = p.mask
 
-        def op(c: jax.Array, p: Params = p, react: jax.Array = react, mask: Any = mask) -> jax.Array:
+        def op(c: jax.Array, top: Any = top, react: jax.Array = react, mask: Any = mask) -> jax.Array:
             if mask is None:
-                return react * c - diffuse(c, grid, p.D, p.faces)
+                return react * c - top.rate(c)
             free = jnp.where(mask, 0, c)
-            return jnp.where(mask, c, react * free - diffuse(free, grid, p.D, p.faces))
+            return jnp.where(mask, c, react * free - top.rate(free))
 
         rhs = src
         if mask is not None:
             # held voxels: identity rows; their values enter the free rows as a known source
             held = jnp.where(mask, p.hold, 0)
-            rhs = jnp.where(mask, p.hold, src + diffuse(held, grid, p.D, p.faces))
+            rhs = jnp.where(mask, p.hold, src + top.rate(held))
         precond = _preconditioner(model, p, react, dtype)
-        c, _ = cg(op, rhs, tol=tol, atol=0.0, maxiter=maxiter, M=precond)
+        if p.velocity is None:  # symmetric positive definite (harmonic-mean faces keep it symmetric)
+            c, _ = cg(op, rhs, tol=tol, atol=0.0, maxiter=maxiter, M=precond)
+        else:  # flow makes the operator non-symmetric (still an M-matrix)
+            c, _ = gmres(op, rhs, tol=tol, atol=0.0, restart=50, maxiter=-(-maxiter // 50), M=precond,
+                         solve_method="batched")
         out.append(c)
         res = jax.lax.stop_gradient(op(c) - rhs)
         resid.append(jnp.linalg.norm(res) / jnp.maximum(jnp.linalg.norm(jax.lax.stop_gradient(rhs)), 1e-300))
@@ -146,11 +160,12 @@ def _preconditioner(model: Model, p: Params, react: jax.Array, dtype: Any) -> An
     grid = model.grid
     fft_axes = [a for a in range(grid.ndim) if p.faces[2 * a].periodic]
     cos_axes = [a for a in range(grid.ndim) if a not in fft_axes]
-    lam = p.D * spectral_eigenvalues(grid, cos_axes, dtype)
+    D = jnp.mean(p.D)  # a diffusion map: its mean is a good enough spectral approximation
+    lam = D * spectral_eigenvalues(grid, cos_axes, dtype)
     shift = jnp.mean(react)
     for a in range(grid.ndim):  # a conducting face acts like extra removal near it
         for f in p.faces[2 * a: 2 * a + 2]:
-            g = None if f.periodic else f.conductance(p.D, grid.spacing[a])
+            g = None if f.periodic else f.conductance(D, grid.spacing[a])
             if g is not None:
                 shift = shift + g / grid.spacing[a] / grid.shape[a]
     denom = shift - lam

@@ -4,12 +4,13 @@ A step is a sequence of :class:`Stage` objects, each a pure function
 ``stage(ctx, data) -> data`` on :class:`StepData` (fields, cells, coupling,
 exchange, the amounts moved so far in this step). In order:
 
-    responses → coupling → exchange → transport → binding → held voxels → behaviour
+    responses → coupling → exchange → transport → matrix → binding → held voxels → behaviour
 
 * ``responses``: :class:`jaxcell.Response` rules set rates from the local signal.
 * ``coupling``: voxel indices and weights of the cells (:func:`jaxcell.cells.coupling_weights`).
 * ``exchange``: per-voxel secretion/uptake rates (:mod:`jaxcell.exchange`).
 * ``transport``: the model's solver advances each substrate (:mod:`jaxcell.solvers`).
+* ``matrix``: free ligand binds the extracellular matrix, per voxel (:func:`jaxcell.medium.matrix_step`).
 * ``binding``: receptor binding, exact at frozen ligand (:mod:`jaxcell.binding`).
 * ``held voxels``: held values re-imposed after binding, the difference booked.
 * ``behaviour``: the user's ``f(cells, env, t)`` (``jc.simulate(behaviour=)``), at the end of the step.
@@ -34,6 +35,7 @@ from jaxcell._node import node, replace, static_field
 from jaxcell.binding import binding_step
 from jaxcell.cells import Cells, bound_ligand, coupling_weights, gather
 from jaxcell.exchange import Exchange, cell_exchange
+from jaxcell.medium import matrix_step
 from jaxcell.model import BUDGET_FLOWS
 from jaxcell.operators import Layout, split_signed
 
@@ -48,7 +50,8 @@ class StepData(NamedTuple):
     fields: ``(S, *grid.shape)``; cells: :class:`Cells` or None; coupling:
     ``(idx, w)`` of the cells or None; exchange: one :class:`Exchange` per
     substrate or None; flows: amounts moved in this step, each ``(S,)``;
-    t: time at the end of the step (s); n: steps since t = 0 (this one included).
+    t: time at the end of the step (s); n: steps since t = 0 (this one included);
+    matrix: ``(S, *grid.shape)`` ligand on the extracellular matrix, or None.
     """
 
     fields: jax.Array
@@ -58,6 +61,7 @@ class StepData(NamedTuple):
     flows: dict
     t: jax.Array
     n: jax.Array
+    matrix: jax.Array | None = None
 
 
 class Context(NamedTuple):
@@ -134,6 +138,24 @@ def _transport(ctx: Context, d: StepData) -> StepData:
     for k in amounts[0]._fields:
         flows[k] = flows[k] + jnp.stack([getattr(a, k) for a in amounts])
     return d._replace(fields=jnp.stack(new), flows=flows)
+
+
+def _matrix(ctx: Context, d: StepData) -> StepData:
+    m = ctx.model
+    fields, matrix = list(d.fields), list(d.matrix)
+    degraded = []
+    for i, s in enumerate(m.substrates):
+        if s.matrix is None:
+            degraded.append(jnp.zeros((), d.fields.dtype))
+            continue
+        L, M, deg = matrix_step(fields[i], matrix[i], s.matrix, ctx.dt)
+        if m.dirichlet_mask is not None:  # held voxels keep their value; their matrix does not evolve
+            L, M, deg = (jnp.where(m.dirichlet_mask, x0, x) for x, x0 in ((L, fields[i]), (M, matrix[i]),
+                                                                           (deg, 0.0)))
+        fields[i], matrix[i] = L, M
+        degraded.append(jnp.sum(deg) * m.grid.voxel_volume)
+    flows = {**d.flows, "matrix_degraded": d.flows["matrix_degraded"] + jnp.stack(degraded)}
+    return d._replace(fields=jnp.stack(fields), matrix=jnp.stack(matrix), flows=flows)
 
 
 def _binding(ctx: Context, d: StepData) -> StepData:
@@ -225,6 +247,7 @@ RESPONSES = Stage("responses", _responses, frozenset({RATES}))
 COUPLING = Stage("coupling", _coupling)
 EXCHANGE = Stage("exchange", _exchange)
 TRANSPORT = Stage("transport", _transport)
+MATRIX = Stage("matrix", _matrix)
 BINDING = Stage("binding", _binding, frozenset({RECEPTORS}))
 HELD = Stage("held voxels", _held)
 
@@ -239,8 +262,9 @@ class Plan(NamedTuple):
 
 def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None = None) -> Plan:
     """Which stages run in each step (static: fixed before compiling)."""
+    medium = (MATRIX,) if model.has_matrix else ()
     if cells is None:
-        return Plan((TRANSPORT,), False, False)
+        return Plan((TRANSPORT, *medium), False, False)
     before = [RESPONSES] if model.responses else []
     after = [behaviour_stage(behaviour)] if behaviour is not None else []
     changed = frozenset().union(*(s.changes for s in before + after))
@@ -253,6 +277,7 @@ def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None
     if per_step_exchange:
         stages.append(EXCHANGE)
     stages.append(TRANSPORT)
+    stages.extend(medium)
     if cells.receptors is not None:
         stages.append(BINDING)
         if model.dirichlet_mask is not None:
@@ -290,13 +315,13 @@ def add_compensated(totals: dict, flows: dict) -> dict:
 
 
 def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
-    """A pure step ``(fields, cells, totals, t, n) -> same`` of length ``ctx.dt``."""
+    """A pure step ``(fields, cells, totals, t, n, matrix) -> same`` of length ``ctx.dt``."""
 
     def step(carry: tuple) -> tuple:
-        fields, cells, totals, t, n = carry
+        fields, cells, totals, t, n, matrix = carry
         zero = jnp.zeros(fields.shape[:1], fields.dtype)
         d = StepData(fields, cells, ctx.coupling, ctx.exchange, {k: zero for k in FLOWS},
-                     t + ctx.dt.astype(t.dtype), n + 1)
+                     t + ctx.dt.astype(t.dtype), n + 1, matrix)
         for stage in p.stages:
             d = stage.fn(ctx, d)
         totals = add_compensated(totals, d.flows)
@@ -304,6 +329,9 @@ def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
         if ctx.sharding is not None:
             # keeps the split through the loop; XLA pads an axis that does not divide
             fields = lax.with_sharding_constraint(fields, ctx.sharding)
-        return fields, d.cells, totals, d.t, d.n
+        matrix = d.matrix
+        if ctx.sharding is not None and matrix is not None:
+            matrix = lax.with_sharding_constraint(matrix, ctx.sharding)
+        return fields, d.cells, totals, d.t, d.n, matrix
 
     return step

@@ -127,7 +127,9 @@ def library_run(c: jax.Array, steps: int) -> jax.Array:
     n = c.shape[0]
     model = jc.Model(jc.Grid((n, n, n), SPACING), jc.Substrate("s", D, DECAY), solver="explicit")
     p = model.params(0, c.dtype)
-    return model.scheme.step(model, p, None, c, None, jnp.asarray(DT * steps, c.dtype), steps, None)[0]
+    dt = jnp.asarray(DT * steps, c.dtype)
+    setup = model.scheme.init(model, p, dt, steps)
+    return model.scheme.step(model, p, setup, c, None, dt, steps, None)[0]
 
 
 def initial(n: int, dtype: type = np.float32) -> jax.Array:

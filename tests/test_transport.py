@@ -684,8 +684,8 @@ def test_api_examples_run_as_written():
     c_ss = jc.steady_state(model, cells)
     assert c_ss.shape == (2, 8, 8, 8)
     b = jc.budget(state)
-    assert set(b) == {"initial", "secreted", "inflow", "outflow", "fields", "bound", "internalised", "uptake",
-                      "decayed", "residual"}
+    assert set(b) == {"initial", "secreted", "produced", "inflow", "outflow", "fields", "bound", "matrix",
+                      "internalised", "uptake", "decayed", "matrix_degraded", "residual"}
     assert all(v.shape == (2,) for v in b.values())
     assert np.all(np.abs(np.asarray(b["residual"])) <= 1e-10 * np.asarray(b["secreted"] + b["inflow"]))
 

@@ -26,11 +26,15 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxcell._node import is_concrete
 from jaxcell.exchange import Exchange
-from jaxcell.operators import Faces, Layout
+from jaxcell.medium import Heterogeneous
+from jaxcell.operators import Faces, Layout, Uniform
 
-__all__ = ["Amounts", "Exchange", "Params", "Solver", "get", "names", "register"]
+__all__ = ["MEDIUM", "Amounts", "Exchange", "Params", "Solver", "check_medium", "get", "names", "operator",
+           "production", "register"]
 
 
 class Params(NamedTuple):
@@ -42,6 +46,32 @@ class Params(NamedTuple):
     mask: jax.Array | None  # grid.shape bool, held voxels
     hold: jax.Array | None  # grid.shape, held values
     name: str = ""  # the substrate's name, for messages
+    q: jax.Array | None = None  # production by the tissue, amount/(µm^ndim·s); None: none
+    velocity: jax.Array | None = None  # (ndim,) or (ndim, *grid.shape) µm/s; None: no flow
+
+    @property
+    def uniform(self) -> bool:
+        """One D everywhere and no flow: every line of an axis is the same system."""
+        return self.D.ndim == 0 and self.velocity is None
+
+
+def operator(grid: Any, p: Params, lines_alike: bool = True) -> Uniform | Heterogeneous:
+    """The transport operator of substrate ``p``: :class:`Uniform` when it can be, else :class:`Heterogeneous`.
+
+    ``lines_alike=False`` asks for the per-line operator even for a uniform medium
+    (a scheme whose line systems carry a per-voxel term, such as lod's decay map).
+    """
+    if p.uniform and lines_alike:
+        return Uniform(grid, p.D, p.faces)
+    return Heterogeneous.build(grid, p.D, p.faces, p.velocity, p.D.dtype)
+
+
+def production(p: Params, shape: tuple[int, ...]) -> jax.Array | None:
+    """The tissue's production of ``p`` per voxel (``shape``), 0 in held voxels; None when there is none."""
+    if p.q is None:
+        return None
+    q = jnp.broadcast_to(p.q, shape)
+    return q if p.mask is None else jnp.where(p.mask, 0, q)
 
 
 class Amounts(NamedTuple):
@@ -52,11 +82,12 @@ class Amounts(NamedTuple):
     outflow: jax.Array
     uptake: jax.Array
     decayed: jax.Array
+    produced: jax.Array
 
     @classmethod
     def zero(cls, dtype: Any) -> Amounts:
         z = jnp.zeros((), dtype)
-        return cls(z, z, z, z, z)
+        return cls(z, z, z, z, z, z)
 
     def __add__(self, other: Amounts) -> Amounts:  # type: ignore[override]
         return Amounts(*(x + y for x, y in zip(self, other)))
@@ -71,12 +102,17 @@ class Solver:
             bound ``Model(max_diffusion=...)`` (it fixes a step count).
         exact_steady_state: a steady state of the semi-discrete problem is a
             fixed point of every step, whatever ``dt``.
+        medium: which of :data:`MEDIUM` (per-voxel diffusion or decay, production,
+            flow) the scheme handles; :func:`check_medium` refuses the others when
+            the model is built. The extracellular matrix is a stage of its own and
+            works with every solver.
         scratch_fields: field-sized buffers one step needs beside the field
             (XLA's temporaries, measured by ``scripts/bench_transport.py``); the
             memory estimate of ``Model.init`` uses it.
     """
 
     name: ClassVar[str] = ""
+    medium: ClassVar[frozenset] = frozenset()  # the tissue medium's features it handles (see MEDIUM)
     needs_diffusion_bound: ClassVar[bool] = False
     exact_steady_state: ClassVar[bool] = True
     scratch_fields: ClassVar[float] = 2.0
@@ -112,6 +148,34 @@ class Solver:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+MEDIUM = ("diffusion map", "decay map", "production", "flow")
+
+
+def medium_features(s: Any) -> set[str]:
+    """The features of :data:`MEDIUM` that substrate ``s`` uses."""
+    out = set()
+    if jnp.ndim(s.diffusion):
+        out.add("diffusion map")
+    if jnp.ndim(s.decay):
+        out.add("decay map")
+    if not (is_concrete(s.production) and not np.any(np.asarray(s.production))):
+        out.add("production")
+    if s.velocity is not None:
+        out.add("flow")
+    return out
+
+
+def check_medium(scheme: Solver, model: Any) -> None:
+    """Refuse, naming solvers that can, a substrate whose medium ``scheme`` cannot step."""
+    for s in model.substrates:
+        missing = medium_features(s) - scheme.medium
+        if missing:
+            able = [n for n, sv in _REGISTRY.items() if missing <= sv.medium]
+            raise ValueError(f"solver={scheme.name!r} does not handle {', '.join(sorted(missing))} (substrate "
+                             f"{s.name!r}); use solver={able[0] if able else 'implicit'!r}"
+                             + (f" (or one of {able})" if len(able) > 1 else ""))
 
 
 _REGISTRY: dict[str, Solver] = {}

@@ -19,27 +19,34 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcell._node import concrete_float, is_concrete
+from jaxcell._node import concrete_max, is_concrete
 from jaxcell.grid import Grid
-from jaxcell.operators import Layout, add_face_source, diffuse, face_amounts, held_amounts, split_signed
-from jaxcell.solvers.base import Amounts, Exchange, Params, Solver, register
+from jaxcell.medium import max_speed
+from jaxcell.operators import Layout, split_signed
+from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 
 SUBSTEPS_WARN = 1000  # sub-steps per step beyond which a unit slip is more likely than intent
 SUBSTEPS_MAX = 100_000  # refused beyond: hours per step at 100³, and 4e9 overflowed a raw int32 loop count
 
 
-def stability_rate(grid: Grid, D: float) -> float:
-    """FTCS diffusion needs dt·rate ≤ 2 (1/s): rate = 4D Σ 1/h². Decay and uptake are implicit.
+def stability_rate(grid: Grid, D: float, speed: Any = None) -> float:
+    """FTCS transport needs dt·rate ≤ 2 (1/s): rate = 4D Σ 1/h² + 2 Σ |u_a|/h_a. Decay and uptake are implicit.
 
     A Dirichlet face adds 2D/h² to its voxel's diagonal, which stays inside the
-    interior voxels' 4D/h² per axis; a Robin face adds less than Dirichlet.
+    interior voxels' 4D/h² per axis; a Robin face adds less than Dirichlet. With
+    flow (``speed``: the largest |u| per axis, µm/s) each face's coefficients are
+    at most D/h + |u| (:mod:`jaxcell.medium`), so under the limit every
+    sub-step is a positive combination of the old values: never negative.
     """
-    return 4 * D * sum(1 / h**2 for h in grid.spacing)
+    rate = 4 * D * sum(1 / h**2 for h in grid.spacing)
+    if speed is not None:
+        rate += 2 * sum(float(u) / h for u, h in zip(speed, grid.spacing))
+    return rate
 
 
-def substeps(grid: Grid, D_max: float, dt: float) -> int:
+def substeps(grid: Grid, D_max: float, dt: float, speed: Any = None) -> int:
     """Smallest number of FTCS sub-steps that keeps dt/n inside the stability limit."""
-    return max(1, int(np.ceil(dt * stability_rate(grid, D_max) / 2 * (1 - 1e-12))))
+    return max(1, int(np.ceil(dt * stability_rate(grid, D_max, speed) / 2 * (1 - 1e-12))))
 
 
 def _check_bounds(name: str, D: Any, k: Any, max_d: float | None, max_k: float | None) -> None:
@@ -55,6 +62,7 @@ class Explicit(Solver):
     """FTCS with ``plan`` = the sub-step count per substrate (from ``Model(max_diffusion=)`` or a concrete D)."""
 
     name = "explicit"
+    medium = frozenset(MEDIUM)
     scratch_fields = 1.0  # measured: "tmp B/vox" of bench_transport in float32 / 4 B
     needs_diffusion_bound = True
 
@@ -69,17 +77,21 @@ class Explicit(Solver):
         for s in model.substrates:
             for what, val, bound, unit in (("diffusion", s.diffusion, model.max_diffusion, "µm²/s"),
                                             ("decay", s.decay, model.max_decay, "1/s")):
-                v = concrete_float(val)
+                v = concrete_max(val)
                 if bound is not None and v is not None and v > bound:
                     raise ValueError(f"Substrate {s.name!r} {what} {v} {unit} exceeds the explicit solver's "
                                      f"bound max_{what} = {bound}; raise the bound")
-            d = model.max_diffusion if model.max_diffusion is not None else concrete_float(s.diffusion)
+            d = model.max_diffusion if model.max_diffusion is not None else concrete_max(s.diffusion)
             if d is None:
                 raise ValueError("solver='explicit' with a traced diffusion needs a static bound: "
                                  "Model(..., max_diffusion=<largest value in µm²/s>), or use solver='implicit'")
-            n = substeps(model.grid, d, dt)
+            speed = max_speed(s.velocity)
+            if s.velocity is not None and speed is None:
+                raise ValueError(f"solver='explicit' needs a concrete velocity (Substrate {s.name!r}; its sub-step "
+                                 "count depends on the speed); for a traced velocity use solver='implicit'")
+            n = substeps(model.grid, d, dt, speed)
             if n > SUBSTEPS_MAX:
-                dt_ok = 2 * SUBSTEPS_MAX / stability_rate(model.grid, d)
+                dt_ok = 2 * SUBSTEPS_MAX / stability_rate(model.grid, d, speed)
                 raise ValueError(f"solver='explicit' would take {n:.3g} FTCS sub-steps per step for Substrate "
                                  f"{s.name!r} (D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s; at "
                                  f"most {SUBSTEPS_MAX}): use dt <= {dt_ok:.3g} s or solver='implicit', and check "
@@ -97,45 +109,49 @@ class Explicit(Solver):
             # the sub-step count assumed the static bounds: check the traced values at run time
             jax.debug.callback(functools.partial(_check_bounds, p.name, max_d=model.max_diffusion,
                                                  max_k=model.max_decay), p.D, p.k)
-        return None
+        return operator(model.grid, p)
 
     def step(self, model: Any, p: Params, setup: Any, c: jax.Array, ex: Exchange | None, dt: jax.Array,
              plan: Hashable, layout: Layout | None) -> tuple[jax.Array, Amounts]:
         grid = model.grid
+        op = setup
         n_sub = int(plan)
         vol = grid.voxel_volume
         h = dt / n_sub
-        react, src = p.k, None
+        react, src = p.k, production(p, grid.shape)
+        produced = jnp.zeros((), c.dtype) if src is None else h * vol * jnp.sum(src) * n_sub
+        lam = None
         if ex is not None:
-            lam, src = ex.clearance, ex.sat_source + ex.export
+            lam, exs = ex.clearance, ex.sat_source + ex.export
             if p.mask is not None:
-                lam, src = jnp.where(p.mask, 0, lam), jnp.where(p.mask, 0, src)
+                lam, exs = jnp.where(p.mask, 0, lam), jnp.where(p.mask, 0, exs)
             react = react + lam
+            src = exs if src is None else src + exs
         inv = 1 / (1 + h * react)  # once per step: a multiply per voxel and sub-step, not a divide
 
         def sub(carry: tuple[jax.Array, Amounts], _: None) -> tuple[tuple[jax.Array, Amounts], None]:
             c, acc = carry
-            rhs = c + h * diffuse(c, grid, p.D, p.faces)
+            rhs = c + h * op.rate(c)
             if src is not None:
                 rhs = rhs + h * src
-            new = add_face_source(rhs, grid, p.D, p.faces, h) * inv
+            new = op.add_source(rhs, h) * inv
             # held voxels do not evolve: no decay, no face flow of their own; they supply
             # what diffuses into their free neighbours (the same books as the implicit solver)
-            inflow, outflow = face_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, p.mask)
-            decayed = p.k * h * vol * jnp.sum(new if p.mask is None else jnp.where(p.mask, 0, new))
+            inflow, outflow = op.face_amounts([c] * grid.ndim, h, p.mask)
+            decayed = h * vol * jnp.sum(p.k * (new if p.mask is None else jnp.where(p.mask, 0, new)))
             z = jnp.zeros((), c.dtype)
             secreted = uptake = z
-            if src is not None:
-                secreted, uptake = h * vol * jnp.sum(src), h * vol * jnp.sum(lam * new)
+            if lam is not None:
+                secreted, uptake = h * vol * jnp.sum(exs), h * vol * jnp.sum(lam * new)
             if p.mask is not None:
-                hi, ho = held_amounts(grid, p.D, p.faces, [c] * grid.ndim, h, p.mask)
+                hi, ho = op.held_amounts([c] * grid.ndim, h, p.mask)
                 ji, jo = split_signed((p.hold - c) * vol * p.mask)  # a held voxel not yet at its value
                 inflow, outflow = inflow + hi + ji, outflow + ho + jo
                 new = jnp.where(p.mask, p.hold, new)
-            return (new, acc + Amounts(secreted, inflow, outflow, uptake, decayed)), None
+            return (new, acc + Amounts(secreted, inflow, outflow, uptake, decayed, z)), None
 
         if n_sub == 1:
             (c, acc), _ = sub((c, Amounts.zero(c.dtype)), None)
         else:
             (c, acc), _ = lax.scan(sub, (c, Amounts.zero(c.dtype)), None, length=n_sub)
-        return c, acc
+        return c, acc._replace(produced=produced)

@@ -40,6 +40,7 @@ class Spectral(Solver):
     """Exact transport in the DCT/FFT eigenbasis; cell exchange split around it (Strang)."""
 
     name = "spectral"
+    medium = frozenset({"production"})
     scratch_fields = 4.0  # measured: "tmp B/vox" of bench_transport in float32 / 4 B
     exact_steady_state = False
 
@@ -94,12 +95,17 @@ class Spectral(Solver):
         p1 = phi1(z)
         ch = to_spectral(c, cos_axes, fft_axes, layout)
         rhs = jnp.exp(z) * ch
-        if all(f.periodic or f.no_inflow() for f in p.faces):
-            # no face source (statically known): skip its transform
+        produced = jnp.zeros((), c.dtype)
+        if all(f.periodic or f.no_inflow() for f in p.faces) and p.q is None:
+            # no face source and no production (statically known): skip their transform
             src_total = jnp.zeros((), c.dtype)
         else:
+            src = face_source(grid, p.D, p.faces, dtype=c.dtype)
+            if p.q is not None:  # the tissue's production: a constant source like the faces'
+                src = src + p.q
+                produced = dt * vol * jnp.sum(jnp.broadcast_to(p.q, grid.shape))
             # the barrier keeps XLA from constant-folding the transform of a constant source
-            src = lax.optimization_barrier(face_source(grid, p.D, p.faces, dtype=c.dtype))
+            src = lax.optimization_barrier(src)
             rhs = rhs + dt * p1 * to_spectral(src, cos_axes, fft_axes, layout)
             src_total = jnp.sum(src) * vol
         new = from_spectral(rhs, cos_axes, fft_axes, layout)
@@ -116,4 +122,4 @@ class Spectral(Solver):
         if ex is not None:
             new, s2, u2 = exact_exchange(new, ex, dt / 2, vol)
             secreted, uptake = secreted + s2, uptake + u2
-        return new, Amounts(secreted, inflow, outflow, uptake, decayed)
+        return new, Amounts(secreted, inflow, outflow, uptake, decayed, produced)
