@@ -27,6 +27,7 @@ Zarr, xarray and matplotlib are the ``jaxcell[io]`` extra, imported lazily.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import importlib
 import importlib.util
@@ -61,6 +62,7 @@ _MARK = ".jaxcell-partial"
 _LOCK = "jaxcell.lock"
 FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
 CELL_FIGURE = "cells.png"  # scenarios whose cells live ([[rules]]): counts over time and tracks
+TISSUE_FIGURE = "tissue.png"  # scenarios with an extracellular matrix or flow: how the medium shapes the signal
 
 
 class OutputError(RuntimeError):
@@ -234,6 +236,8 @@ def _load_state(path: Path, template: State) -> tuple[State, int]:
 def _frame(sc: Scenario, state: State) -> dict[str, np.ndarray]:
     """Host copy of one saved frame: fields and per-cell states."""
     out = {"t": np.asarray(float(state.t_static)), "fields": np.asarray(state.fields)}
+    if state.matrix is not None:
+        out["matrix"] = np.asarray(state.matrix)
     cells = state.cells
     if cells is not None:
         idx, w = coupling_weights(sc.grid, cells.position, cells.alive, sc.model.coupling)
@@ -519,6 +523,9 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
         "concentration": (("time", "substrate", *axes), np.stack([f["fields"] for f in frames]),
                           {"units": unit_c, "long_name": "concentration at voxel centres"}),
     }
+    if "matrix" in frames[0]:
+        data["matrix"] = (("time", "substrate", *axes), np.stack([f["matrix"] for f in frames]),
+                          {"units": unit_c, "long_name": "ligand bound to the extracellular matrix (jc.Matrix)"})
     n = sc.n_cells
     if n:
         cells = sc.cells
@@ -711,6 +718,8 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
     _figure_activation(sc, frames, folder / FIGURES[2], plt)
     if sc.behaviour is not None:
         _figure_cells(sc, frames, folder / CELL_FIGURE, plt)
+    if any(s.matrix is not None or s.velocity is not None for s in sc.model.substrates):
+        _figure_tissue(sc, frames, folder / TISSUE_FIGURE, plt)
 
 
 def _cell_layout(sc: Scenario, frame: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -868,6 +877,92 @@ def _radial(sc: Scenario, pos: np.ndarray, src: np.ndarray, f: np.ndarray,
     x, sim = _binned(rmin, f.reshape(-1)[idx], edges)
     steady = None if g is None else _binned(rmin, g.reshape(-1)[idx], edges)[1]
     return x, sim, steady
+
+
+def _without(sc: Scenario, what: str, last: dict) -> np.ndarray | None:
+    """Steady state of the scenario's model with its matrix (``what = "matrix"``) or its flow removed."""
+    from jaxcell._node import replace
+
+    m = sc.model
+    subs = [replace(s, **{what: None}) for s in m.substrates]
+    ref = dataclasses.replace(sc, model=replace(m, substrates=tuple(subs)))
+    return _steady_reference(ref, last)
+
+
+def _figure_tissue(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
+    """``tissue.png``: what the medium does to each substrate with a matrix or flow.
+
+    Matrix: the free ligand along x (mean over the other axes) at every saved time,
+    with the steady state the model has without its matrix, and the ligand on the
+    matrix at the last frame: the gradient forms more slowly, while (when nothing
+    is degraded on the matrix) its steady shape is the matrix-free one. Flow: the
+    last frame's field with the flow's direction, and the profile along x through
+    the field's peak against the same model without flow (upstream/downstream asymmetry).
+    """
+    grid = sc.grid
+    rows = [(i, s) for i, s in enumerate(sc.model.substrates) if s.matrix is not None or s.velocity is not None]
+    fig, axs = plt.subplots(len(rows), 2, figsize=(11, 4.0 * len(rows)), squeeze=False, layout="constrained")
+    x = grid.centers(0)
+    last = frames[-1]
+    for r, (i, s) in enumerate(rows):
+        nm, unit = s.name, sc.units(i)
+        if s.matrix is not None:
+            ax = axs[r, 0]
+            cmap = plt.get_cmap("viridis")
+            for j, f in enumerate(frames[1:], 1):
+                prof = f["fields"][i].reshape(grid.shape[0], -1).mean(axis=1)
+                ax.plot(x, prof, color=cmap(j / max(len(frames) - 1, 1)), lw=1.2,
+                        label=f"t = {float(f['t']) / 3600:.3g} h" if j in (1, len(frames) - 1) else None)
+            ref = _without(sc, "matrix", last)
+            if ref is not None:
+                ax.plot(x, ref[i].reshape(grid.shape[0], -1).mean(axis=1), "k--", lw=1.5,
+                        label="steady state without the matrix")
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel(f"free {nm} ({unit})")
+            ax.set_title(f"free {nm} forming over time (light: later)")
+            ax.legend(fontsize=7)
+            ax = axs[r, 1]
+            for key, label, style in (("fields", f"free {nm}", "-"), ("matrix", f"{nm} on the matrix", "--")):
+                ax.plot(x, last[key][i].reshape(grid.shape[0], -1).mean(axis=1), style, label=label)
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel(f"{nm} ({unit})")
+            ax.set_title(f"where the {nm} is at t = {float(last['t']) / 3600:.3g} h")
+            ax.legend(fontsize=7)
+        else:
+            f = last["fields"][i]
+            ax = axs[r, 0]
+            img = f if grid.ndim == 2 else (f[None] if grid.ndim == 1 else f[:, :, grid.shape[2] // 2])
+            if img.ndim == 1:
+                img = img[:, None]
+            ext = [grid.origin[0], grid.origin[0] + grid.extent[0], 0, 1] if grid.ndim == 1 else \
+                [grid.origin[0], grid.origin[0] + grid.extent[0], grid.origin[1], grid.origin[1] + grid.extent[1]]
+            im = ax.imshow(np.asarray(img).T, origin="lower", extent=ext, aspect="auto", cmap="magma")
+            fig.colorbar(im, ax=ax, label=f"{nm} ({unit})")
+            v = np.asarray(s.velocity)
+            vmean = v if v.ndim == 1 else v.reshape(v.shape[0], -1).mean(axis=1)
+            cx, cy = ext[0] + 0.08 * (ext[1] - ext[0]), ext[2] + 0.9 * (ext[3] - ext[2])
+            ax.annotate("", xy=(cx + 0.15 * (ext[1] - ext[0]), cy), xytext=(cx, cy),
+                        arrowprops={"arrowstyle": "->", "color": "cyan", "lw": 2})
+            ax.text(cx, cy - 0.06 * (ext[3] - ext[2]), f"flow {float(np.linalg.norm(vmean)):.3g} µm/s",
+                    color="cyan", fontsize=8)
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel("y (µm)" if grid.ndim > 1 else "")
+            ax.set_title(f"{nm} at t = {float(last['t']) / 3600:.3g} h")
+            ax = axs[r, 1]
+            peak = np.unravel_index(int(np.argmax(f)), f.shape)
+            line = f[(slice(None),) + tuple(peak[1:])]
+            ax.plot(x, line, "k-", label="with flow (simulated)")
+            ref = _without(sc, "velocity", last)
+            if ref is not None:
+                ax.plot(x, ref[i][(slice(None),) + tuple(peak[1:])], "--", color="C0",
+                        label="same source without flow (steady state)")
+            ax.set_xlabel("x (µm): upstream ← → downstream")
+            ax.set_ylabel(f"{nm} ({unit})")
+            ax.set_yscale("log")
+            ax.set_title(f"{nm} along the flow through its peak")
+            ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _figure_activation(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:

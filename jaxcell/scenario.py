@@ -30,6 +30,12 @@ Schema (every table optional unless marked)::
                                       # "noflux", "periodic" (whole axes only), { flux = amount/(µm^(ndim-1)·s) },
                                       # { dirichlet = amount/µm^ndim },
                                       # { robin = { permeability = 0.5, outside = 0.0 } }  (µm/s, amount/µm^ndim)
+    production = 0.0                  # by the tissue itself, amount/(µm^ndim·s)
+    velocity = [0.5, 0.0]             # uniform interstitial flow, µm/s (faces it crosses: dirichlet or robin)
+    matrix = { sites = 1.0, kon = 10.0, koff = 1.0, degradation = 0.0 }  # sites/µm^ndim, µm^ndim/s, 1/s, 1/s
+    [[substrates.regions]]            # tissue that differs: the values inside a region (later regions win)
+    shape = "box"; lo = [0, 0]; hi = [100, 320]   # shapes as for [vessel]
+    diffusion = 2.0; decay = 1e-3; production = 0.0; sites = 5.0
     [vessel]                          # voxels held at fixed concentrations
     shape = "cylinder"                # "box" (lo, hi), "sphere" (center, radius),
     axis = "z"                        # "cylinder" (3D: axis, center in the other two axes, radius)
@@ -83,6 +89,7 @@ from jaxcell.binding import Response
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
+from jaxcell.medium import Matrix
 from jaxcell.model import Model, State, check_memory
 from jaxcell.substrate import Substrate
 
@@ -478,7 +485,10 @@ def _join(key: str, sub: str) -> str:
 
 _TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "rules", "run")
 _GRID = ("shape", "spacing", "origin")
-_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units")
+_SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units", "production", "velocity", "matrix",
+              "regions")
+_MATRIX = ("sites", "kon", "koff", "degradation")
+_REGION = ("shape", "lo", "hi", "center", "radius", "axis", "diffusion", "decay", "production", "sites")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
 _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
           "uptake", "receptors", "activation", "volume", "base")
@@ -525,7 +535,7 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     c.keys(raw, "", _TOP, required=("grid", "substrates"))
     config: dict[str, Any] = {k: c.string(raw.get(k, ""), k) for k in ("title", "description")}
     grid, config["grid"] = _read_grid(c, raw["grid"])
-    substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid.ndim)
+    substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid)
     names = [s.name for s in substrates]
     run, config["run"] = _read_run(c, raw.get("run", {}))
     pops, types, config["cells"] = _read_populations(c, raw.get("cells", []), grid, names, run.seed, base)
@@ -577,10 +587,10 @@ def _read_grid(c: Checker, value: Any) -> tuple[Grid, dict]:
     return grid, {"shape": list(shape_t), "spacing": list(spacing), "origin": list(origin)}
 
 
-def _read_substrates(c: Checker, value: Any, ndim: int) -> tuple[list[Substrate], list[dict]]:
+def _read_substrates(c: Checker, value: Any, grid: Grid) -> tuple[list[Substrate], list[dict]]:
     """The ``[[substrates]]`` tables: one :class:`Substrate` each, and their configs (which
     carry ``initial``, amount/µm^ndim). :class:`Substrate` owns the boundary rules
-    (periodic on whole axes, faces the grid has)."""
+    (periodic on whole axes, faces the grid has) and the medium's (flow through walls)."""
     rows = value if not isinstance(value, dict) else [value]
     if not isinstance(rows, list) or not rows:
         raise c.err("substrates", "must be one or more [[substrates]] tables", "add [[substrates]] with name = ...")
@@ -602,15 +612,77 @@ def _read_substrates(c: Checker, value: Any, ndim: int) -> tuple[list[Substrate]
         faces, face_cfg = {}, {}
         for face, cond in c.table(s.get("boundary", {}), bkey).items():
             faces[face], face_cfg[face] = _read_face(c, face, cond, _join(bkey, face), nm)
+        cfg: dict[str, Any] = {"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg}
+        medium = _read_medium(c, s, key, grid, cfg)
         with c.at(bkey, "see the boundary forms in the scenario docs"):
-            sub = Substrate(nm, diffusion=d, decay=k, boundary=faces)
-            sub.faces(ndim)  # refuses faces the grid lacks
+            sub = Substrate(nm, diffusion=medium["diffusion"], decay=medium["decay"], boundary=faces,
+                            production=medium["production"], velocity=medium["velocity"], matrix=medium["matrix"])
+            sub.faces(grid.ndim)  # refuses faces the grid lacks
+        with c.at(key, "see the substrate keys in the scenario docs"):
+            sub.check_grid(grid)  # flow through a no-flux face, maps of the wrong shape
         substrates.append(sub)
-        cfg = {"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg}
         if "units" in s:  # a label for outputs (e.g. "mmHg"); the numbers are what they are
             cfg["units"] = c.string(s["units"], f"{key}.units")
         cfgs.append(cfg)
     return substrates, cfgs
+
+
+def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict) -> dict:
+    """A substrate's tissue medium: ``production``, ``velocity``, ``matrix`` and ``[[substrates.regions]]``
+    that set diffusion, decay, production or matrix sites inside a region (later regions win).
+    Returns the :class:`Substrate` arguments (numbers, or grid-shaped arrays where regions differ)."""
+    out: dict[str, Any] = {"diffusion": cfg["diffusion"], "decay": cfg["decay"],
+                           "production": c.number(s.get("production", 0.0), f"{key}.production",
+                                                  "amount/(µm^ndim·s)")}
+    cfg["production"] = out["production"]
+    out["velocity"] = None
+    if "velocity" in s:
+        out["velocity"] = c.vector(s["velocity"], f"{key}.velocity", grid.ndim, "µm/s")
+        cfg["velocity"] = list(out["velocity"])
+    out["matrix"], sites = None, None
+    if "matrix" in s:
+        mkey = f"{key}.matrix"
+        mt = c.table(s["matrix"], mkey)
+        c.keys(mt, mkey, _MATRIX, required=("sites", "kon"))
+        vals = {"sites": c.number(mt["sites"], f"{mkey}.sites", "sites/µm^ndim"),
+                "kon": c.number(mt["kon"], f"{mkey}.kon", "µm^ndim/s"),
+                "koff": c.number(mt.get("koff", 0.0), f"{mkey}.koff", "1/s"),
+                "degradation": c.number(mt.get("degradation", 0.0), f"{mkey}.degradation", "1/s")}
+        cfg["matrix"] = dict(vals)
+        sites = vals["sites"]
+        out["matrix"] = vals
+    regions = _rows(c, s.get("regions", []), f"{key}.regions", "region")
+    maps: dict[str, np.ndarray] = {}
+    cfg_regions = []
+    for j, r in enumerate(regions):
+        rkey = f"{key}.regions[{j}]"
+        r = c.table(r, rkey)
+        c.keys(r, rkey, _REGION, required=("shape",))
+        mask, rcfg = _region(c, r, rkey, grid)
+        for what, unit in (("diffusion", "µm²/s"), ("decay", "1/s"), ("production", "amount/(µm^ndim·s)"),
+                           ("sites", "sites/µm^ndim")):
+            if what not in r:
+                continue
+            if what == "sites" and out["matrix"] is None:
+                raise c.err(f"{rkey}.sites", "sets matrix sites but the substrate has no matrix",
+                            f"add {key}.matrix = {{ sites = ..., kon = ... }}")
+            val = c.number(r[what], f"{rkey}.{what}", unit)
+            base = sites if what == "sites" else out[what]
+            maps.setdefault(what, np.full(grid.shape, float(base)))[mask] = val
+            rcfg[what] = val
+        cfg_regions.append(rcfg)
+    if cfg_regions:
+        cfg["regions"] = cfg_regions
+    for what, arr in maps.items():
+        if what == "sites":
+            sites = arr
+        else:
+            out[what] = arr
+    if out["matrix"] is not None:
+        m = out["matrix"]
+        with c.at(f"{key}.matrix", "sites, kon, koff and degradation are numbers >= 0"):
+            out["matrix"] = Matrix(sites, m["kon"], m["koff"], m["degradation"])
+    return out
 
 
 def _read_face(c: Checker, face: str, cond: Any, key: str, substrate: str) -> tuple[Boundary, Any]:
@@ -1103,51 +1175,58 @@ def _read_csv(c: Checker, path: Path, key: str, ndim: int, lo_dom: np.ndarray, h
     return pos
 
 
-def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict]:
-    v = c.table(value, "vessel")
-    c.keys(v, "vessel", _VESSEL, required=("shape",))
-    shape = c.string(v["shape"], "vessel.shape", ("box", "sphere", "cylinder"))
+def _region(c: Checker, v: dict, key: str, grid: Grid) -> tuple[np.ndarray, dict]:
+    """A region of the grid: ``shape = "box"`` (lo, hi), ``"sphere"`` (center, radius; a disc in 2D) or
+    ``"cylinder"`` (3D: axis, center in the other two axes, radius); its voxel mask and config."""
+    shape = c.string(v.get("shape"), f"{key}.shape", ("box", "sphere", "cylinder"))
     need = {"box": ("lo", "hi"), "sphere": ("center", "radius"), "cylinder": ("axis", "center", "radius")}[shape]
     for k in ("lo", "hi", "center", "radius", "axis"):
         if k in v and k not in need:
-            raise c.err(f"vessel.{k}", f"does not apply to shape = {shape!r}",
+            raise c.err(f"{key}.{k}", f"does not apply to shape = {shape!r}",
                         f"{shape!r} takes {', '.join(need)}; remove {k}")
         if k in need and k not in v:
-            raise c.err(f"vessel.{k}", "missing", f"shape = {shape!r} needs {', '.join(need)}")
+            raise c.err(f"{key}.{k}", "missing", f"shape = {shape!r} needs {', '.join(need)}")
     ndim = grid.ndim
     # open (broadcasting) coordinates: the mask is the only array of grid size built here
     mesh = np.meshgrid(*(grid.centers(a) for a in range(ndim)), indexing="ij", sparse=True)
     cfg: dict[str, Any] = {"shape": shape}
     if shape == "box":
-        lo = np.asarray(c.vector(v["lo"], "vessel.lo", ndim, "µm", nonneg=False))
-        hi = np.asarray(c.vector(v["hi"], "vessel.hi", ndim, "µm", nonneg=False))
+        lo = np.asarray(c.vector(v["lo"], f"{key}.lo", ndim, "µm", nonneg=False))
+        hi = np.asarray(c.vector(v["hi"], f"{key}.hi", ndim, "µm", nonneg=False))
         mask = np.ones(grid.shape, bool)
         for a in range(ndim):
             mask &= (mesh[a] >= lo[a]) & (mesh[a] <= hi[a])
         cfg.update(lo=lo.tolist(), hi=hi.tolist())
     elif shape == "sphere":
-        ctr = np.asarray(c.vector(v["center"], "vessel.center", ndim, "µm", nonneg=False))
-        rad = c.number(v["radius"], "vessel.radius", "µm", positive=True)
+        ctr = np.asarray(c.vector(v["center"], f"{key}.center", ndim, "µm", nonneg=False))
+        rad = c.number(v["radius"], f"{key}.radius", "µm", positive=True)
         d2 = sum((mesh[a] - ctr[a]) ** 2 for a in range(ndim))
         mask = d2 <= rad**2
         cfg.update(center=ctr.tolist(), radius=rad)
     else:
         if ndim != 3:
-            raise c.err("vessel.shape", f"a cylinder needs a 3D grid (this one is {ndim}D)",
+            raise c.err(f"{key}.shape", f"a cylinder needs a 3D grid (this one is {ndim}D)",
                         "use shape = \"sphere\" (a disc in 2D) or \"box\"")
-        axis = c.string(v["axis"], "vessel.axis", AXES)
+        axis = c.string(v["axis"], f"{key}.axis", AXES)
         ai = AXES.index(axis)
         others = [a for a in range(3) if a != ai]
-        ctr = np.asarray(c.vector(v["center"], "vessel.center", 2, "µm", nonneg=False))
-        rad = c.number(v["radius"], "vessel.radius", "µm", positive=True)
+        ctr = np.asarray(c.vector(v["center"], f"{key}.center", 2, "µm", nonneg=False))
+        rad = c.number(v["radius"], f"{key}.radius", "µm", positive=True)
         d2 = sum((mesh[a] - ctr[j]) ** 2 for j, a in enumerate(others))
         mask = d2 <= rad**2
         cfg.update(axis=axis, center=ctr.tolist(), radius=rad)
     mask = np.broadcast_to(mask, grid.shape).copy()  # a cylinder's mask is constant along its axis
     if not mask.any():
-        raise c.err("vessel", "the vessel contains no voxel centre", "enlarge it or move it inside the domain")
+        raise c.err(key, "the region contains no voxel centre", "enlarge it or move it inside the domain")
+    cfg["voxels"] = int(mask.sum())
+    return mask, cfg
+
+
+def _read_vessel(c: Checker, value: Any, grid: Grid, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    v = c.table(value, "vessel")
+    c.keys(v, "vessel", _VESSEL, required=("shape",))
+    mask, cfg = _region(c, v, "vessel", grid)
     vals = c.per_substrate(v.get("value", {}), "vessel.value", names, "amount/µm^ndim")
     value = np.asarray([vals.get(nm, 0.0) for nm in names])
     cfg["value"] = {nm: float(x) for nm, x in zip(names, value, strict=True)}
-    cfg["voxels"] = int(mask.sum())
     return mask, value, cfg
