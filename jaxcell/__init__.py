@@ -4,6 +4,7 @@ from jaxcell import solvers
 from jaxcell._version import __version__ as __version__
 from jaxcell.behaviour import Rule, Rules, rules
 from jaxcell.binding import Response
+from jaxcell.body import Compartment, Leak
 from jaxcell.cells import Cells, Receptors, divide
 from jaxcell.grid import Grid
 from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
@@ -17,10 +18,12 @@ from jaxcell.substrate import Dirichlet, Flux, Periodic, Robin, Substrate
 __all__ = [
     "BatchFitResult",
     "Cells",
+    "Compartment",
     "Dirichlet",
     "FitResult",
     "Flux",
     "Grid",
+    "Leak",
     "Matrix",
     "Model",
     "Periodic",

@@ -11,13 +11,15 @@ import numpy as np
 
 from jaxcell._node import as_float, check_nonneg, float_dtype, is_concrete, node, static_field
 from jaxcell.binding import Response
+from jaxcell.body import Compartment
 from jaxcell.cells import Cells, bound_ligand
 from jaxcell.grid import Grid
 from jaxcell.solvers import Params, Solver, get
 from jaxcell.solvers.base import check_medium
 from jaxcell.substrate import Substrate
 
-BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised", "produced", "matrix_degraded")
+BUDGET_FLOWS = ("secreted", "inflow", "outflow", "uptake", "decayed", "internalised", "produced", "matrix_degraded",
+                "cleared")
 
 
 @node
@@ -44,12 +46,15 @@ class Model:
             raises at run time.
         max_decay: optional static upper bound (1/s) on a traced decay, checked
             the same way (decay does not limit the explicit step).
+        compartments: :class:`jaxcell.Compartment` pools (blood, lymph) that
+            substrates leak into (``Substrate(leak=jc.Leak(name, rate))``).
     """
 
     substrates: tuple
     dirichlet_mask: jax.Array | None
     dirichlet_value: jax.Array | None
     responses: tuple
+    compartments: tuple
     grid: Grid = static_field()
     solver: str = static_field()
     scheme: Solver = static_field()
@@ -61,7 +66,8 @@ class Model:
     def __init__(self, grid: Grid, substrates: Substrate | Sequence[Substrate], solver: str | Solver = "implicit",
                  coupling: str = "nearest", dirichlet_mask: Any = None, dirichlet_value: Any = 0.0,
                  responses: Sequence[Response] = (), theta: float = 0.5,
-                 max_diffusion: float | None = None, max_decay: float | None = None) -> None:
+                 max_diffusion: float | None = None, max_decay: float | None = None,
+                 compartments: Sequence[Compartment] = ()) -> None:
         if not isinstance(grid, Grid):
             raise ValueError(f"grid must be a jc.Grid, got {type(grid).__name__}")
         subs = (substrates,) if isinstance(substrates, Substrate) else tuple(substrates)
@@ -97,6 +103,17 @@ class Model:
             for nm in (r.target, r.signal):
                 if nm not in names:
                     raise ValueError(f"Response names substrate {nm!r}, which the model lacks ({names})")
+        comps = tuple(compartments)
+        if not all(isinstance(cp, Compartment) for cp in comps):
+            raise ValueError("compartments must be jc.Compartment objects")
+        cnames = [cp.name for cp in comps]
+        if len(set(cnames)) != len(cnames):
+            raise ValueError(f"compartment names must be unique, got {cnames}")
+        for s in subs:
+            if s.leak is not None and s.leak.compartment not in cnames:
+                raise ValueError(f"Substrate {s.name!r} leaks into compartment {s.leak.compartment!r}, which the "
+                                 f"model lacks; add Model(..., compartments=[jc.Compartment({s.leak.compartment!r}, "
+                                 f"volume, clearance)]) (has {cnames})")
         for name, bound in (("max_diffusion", max_diffusion), ("max_decay", max_decay)):
             if bound is not None and not (np.isfinite(bound) and bound >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {bound!r}")
@@ -104,6 +121,7 @@ class Model:
         object.__setattr__(self, "dirichlet_mask", mask)
         object.__setattr__(self, "dirichlet_value", value)
         object.__setattr__(self, "responses", tuple(responses))
+        object.__setattr__(self, "compartments", comps)
         object.__setattr__(self, "grid", grid)
         object.__setattr__(self, "solver", scheme.name)
         object.__setattr__(self, "scheme", scheme)
@@ -124,6 +142,20 @@ class Model:
         return any(s.matrix is not None for s in self.substrates)
 
     @property
+    def has_leak(self) -> bool:
+        """Some substrate leaks into a compartment (the state then carries ``compartments``)."""
+        return any(s.leak is not None for s in self.substrates)
+
+    def compartment(self, name: str) -> Compartment:
+        return next(cp for cp in self.compartments if cp.name == name)
+
+    def compartment_volumes(self, dtype: Any) -> dict | None:
+        """``{name: volume}`` (µm^ndim) of the compartments, or None; the state keeps a copy for the budget."""
+        if not self.compartments:
+            return None
+        return {cp.name: jnp.asarray(cp.volume, dtype) for cp in self.compartments}
+
+    @property
     def n_substrates(self) -> int:
         return len(self.substrates)
 
@@ -138,7 +170,8 @@ class Model:
         return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, self.dirichlet_mask, hold,
                       s.name, q, v)
 
-    def init(self, cells: Cells | None = None, fields: Any = None, matrix: Any = None) -> State:
+    def init(self, cells: Cells | None = None, fields: Any = None, matrix: Any = None,
+             compartments: Any = None) -> State:
         """Initial state at t = 0.
 
         Args:
@@ -148,6 +181,8 @@ class Model:
             matrix: ``(S, *grid.shape)`` ligand already bound to the extracellular
                 matrix (amount/µm^ndim, at most the sites; default 0); only for a
                 model with a :class:`jaxcell.Matrix`.
+            compartments: ``{name: (S,)}`` concentrations in the compartments at t = 0
+                (amount/µm^ndim; default 0).
         """
         dtype = float_dtype()
         shape = (self.n_substrates,) + self.grid.shape
@@ -174,12 +209,37 @@ class Model:
         initial = jnp.sum(f.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
         if m is not None:
             initial = initial + jnp.sum(m.reshape(self.n_substrates, -1), axis=1) * self.grid.voxel_volume
+        comps = self._initial_compartments(compartments, dtype)
+        for cp in self.compartments:
+            if comps is not None:
+                initial = initial + comps[cp.name] * jnp.asarray(cp.volume, dtype)
         if cells is not None and cells.receptors is not None:
             initial = initial + bound_ligand(cells)
         totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS},
                   "compensation": {k: zero for k in BUDGET_FLOWS}}  # Kahan terms of the flows (jaxcell.step)
         return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),
-                     matrix=m, t_static=0.0, voxel_volume=self.grid.voxel_volume)
+                     matrix=m, compartments=comps, compartment_volumes=self.compartment_volumes(dtype),
+                     t_static=0.0, voxel_volume=self.grid.voxel_volume)
+
+    def _initial_compartments(self, given: Any, dtype: Any) -> dict | None:
+        if not self.compartments:
+            if given:
+                raise ValueError("compartments= given but the model has no jc.Compartment")
+            return None
+        given = dict(given or {})
+        extra = set(given) - {cp.name for cp in self.compartments}
+        if extra:
+            raise ValueError(f"compartments= names {sorted(extra)}, which the model lacks")
+        out = {}
+        for cp in self.compartments:
+            v = as_float(given.get(cp.name, 0.0), f"compartments[{cp.name!r}]")
+            check_nonneg(v, f"compartments[{cp.name!r}]", "amount/µm^ndim", "concentrations are non-negative")
+            try:
+                out[cp.name] = jnp.broadcast_to(jnp.asarray(v, dtype), (self.n_substrates,))
+            except ValueError:
+                raise ValueError(f"compartments[{cp.name!r}] must be a number or (S,) with S = "
+                                 f"{self.n_substrates}, got shape {v.shape}") from None
+        return out
 
     def _initial_matrix(self, matrix: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array | None:
         if not self.has_matrix:
@@ -208,7 +268,9 @@ class State:
     or None; totals: accumulated budget amounts, each ``(S,)``; steps: steps taken
     since t = 0 (a behaviour's random key is drawn from it); matrix: ``(S, *grid.shape)``
     ligand on the extracellular matrix (amount/µm^ndim), or None without a
-    :class:`jaxcell.Matrix`. ``t_static`` is
+    :class:`jaxcell.Matrix`; compartments: ``{name: (S,)}`` concentrations in the
+    model's :class:`jaxcell.Compartment` pools (amount/µm^ndim), or None, and
+    ``compartment_volumes`` their volumes (µm^ndim, for :func:`budget`). ``t_static`` is
     the host-side copy of ``t`` that lets :func:`simulate` plan its steps under jit;
     ``voxel_volume`` (µm^ndim) turns concentrations into amounts for :func:`budget`;
     ``sharding`` (set by :func:`jaxcell.shard`) is how simulate splits the fields.
@@ -220,6 +282,8 @@ class State:
     totals: dict
     steps: jax.Array
     matrix: jax.Array | None = None
+    compartments: dict | None = None
+    compartment_volumes: dict | None = None
     t_static: float | None = static_field(default=None)
     voxel_volume: float = static_field(default=1.0)
     sharding: Any = static_field(default=None)
@@ -279,12 +343,17 @@ def state_time(state: State) -> float:
 
 def check_model_values(model: Model) -> None:
     """Validate concrete parameter values (NaN, negative)."""
+    for cp in model.compartments:
+        check_nonneg(cp.volume, f"Compartment {cp.name!r} volume", "µm^ndim")
+        check_nonneg(cp.clearance, f"Compartment {cp.name!r} clearance", "1/s")
     for s in model.substrates:
         check_nonneg(s.diffusion, f"Substrate {s.name!r} diffusion", "µm²/s")
         check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
         check_nonneg(s.production, f"Substrate {s.name!r} production", "amount/(µm^ndim·s)")
         if s.velocity is not None and is_concrete(s.velocity) and not np.all(np.isfinite(np.asarray(s.velocity))):
             raise ValueError(f"Substrate {s.name!r} velocity must be finite (µm/s), got NaN or inf")
+        if s.leak is not None:
+            check_nonneg(s.leak.rate, f"Substrate {s.name!r} leak rate", "1/s")
         if s.matrix is not None:
             for what in ("sites", "kon", "koff", "degradation"):
                 check_nonneg(getattr(s.matrix, what), f"Substrate {s.name!r} matrix {what}", "")

@@ -53,7 +53,9 @@ def shard(state: State, mesh: Mesh, axis: str | None = None) -> State:
     fields = jax.device_put(state.fields, NamedSharding(mesh, spec))
     rep = NamedSharding(mesh, PartitionSpec())
     rest = jax.tree_util.tree_map(lambda x: jax.device_put(jnp.asarray(x), rep),
-                                  (state.t, state.cells, state.totals, state.steps))
+                                  (state.t, state.cells, state.totals, state.steps, state.compartments,
+                                   state.compartment_volumes))
     matrix = None if state.matrix is None else jax.device_put(state.matrix, NamedSharding(mesh, spec))
     return replace(state, fields=fields, t=rest[0], cells=rest[1], totals=rest[2], steps=rest[3], matrix=matrix,
+                   compartments=rest[4], compartment_volumes=rest[5],
                    sharding=NamedSharding(mesh, PartitionSpec(None, name)))

@@ -26,12 +26,14 @@ SORT_MIN = 65536  # cell count from which simulate works on cells sorted by voxe
 class Trajectory:
     """Saved frames: ``times`` (T,) s, ``fields`` (T, S, *grid.shape), ``cells`` (per-frame
     :class:`Cells` with a leading T axis, or None unless ``save_cells=True``), ``matrix``
-    (T, S, *grid.shape) ligand on the extracellular matrix, or None without a :class:`jaxcell.Matrix`."""
+    (T, S, *grid.shape) ligand on the extracellular matrix, or None without a :class:`jaxcell.Matrix`;
+    ``compartments`` ``{name: (T, S)}`` compartment concentrations, or None without compartments."""
 
     times: jax.Array
     fields: jax.Array
     cells: Cells | None
     matrix: jax.Array | None = None
+    compartments: dict | None = None
 
 
 class _Group(NamedTuple):
@@ -148,14 +150,14 @@ def _layout(model: Model, sharding: Any) -> Layout | None:
 @functools.partial(jax.jit, static_argnames=("dt", "groups", "plan", "checkpoint", "save_cells", "sharding",
                                              "behaviour_static", "seed"))
 def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict, t: jax.Array, n: jax.Array,
-              matrix: jax.Array | None = None, *,
+              matrix: jax.Array | None = None, compartments: dict | None = None, *,
               dt: float, groups: tuple[_Group, ...], plan: tuple, checkpoint: str | None, save_cells: bool,
               sharding: Any = None, behaviour_arrays: Any = None, behaviour_static: Any = None,
               seed: int = 0) -> tuple[Any, jax.Array, Any]:
     """The compiled time loop of :func:`simulate`: ``groups`` of steps, frames saved between them.
 
-    Returns ``((fields, cells, totals, t, n, matrix), saved (fields, matrix) (T, S, *shape), saved cells
-    or None)``.
+    Returns ``((fields, cells, totals, t, n, matrix, compartments), saved (fields, matrix, compartments)
+    (T, ...), saved cells or None)``.
     """
     dtype = fields.dtype
     if sharding is not None:
@@ -183,7 +185,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         return stages.make_step(ctx, step_plan)
 
     full = make(dt)
-    carry = (fields, cells, totals, t, n, matrix)
+    carry = (fields, cells, totals, t, n, matrix, compartments)
     frames, frame_cells = [], []
     for g in groups:
         rest = make(g.rest) if g.rest else None
@@ -195,7 +197,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         if g.frames:
             def frame(c: Any, _: None, interval: Any = interval) -> tuple[Any, Any]:
                 c = interval(c)
-                return c, ((c[0], c[5]), c[1] if save_cells else None)
+                return c, ((c[0], c[5], c[6]), c[1] if save_cells else None)
 
             carry, (f, cl) = lax.scan(frame, carry, None, length=g.frames)
             frames.append(f)
@@ -203,9 +205,14 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         else:
             carry = interval(carry)
     shape = (0,) + fields.shape
-    saved = jnp.concatenate([f for f, _ in frames]) if frames else jnp.zeros(shape, dtype)
+    saved = jnp.concatenate([f for f, _, _ in frames]) if frames else jnp.zeros(shape, dtype)
+    saved_matrix = saved_comps = None
     if matrix is not None:
-        saved = (saved, jnp.concatenate([m for _, m in frames]) if frames else jnp.zeros(shape, dtype))
+        saved_matrix = jnp.concatenate([m for _, m, _ in frames]) if frames else jnp.zeros(shape, dtype)
+    if compartments is not None:
+        saved_comps = {k: (jnp.concatenate([c[k] for _, _, c in frames]) if frames
+                           else jnp.zeros((0, fields.shape[0]), dtype)) for k in compartments}
+    saved = (saved, saved_matrix, saved_comps)
     saved_cells = None
     if save_cells and frame_cells and cells is not None:
         saved_cells = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *frame_cells)
@@ -290,19 +297,22 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
     model.scheme.before_run(model, state.cells, dt_f)
     if model.has_matrix != (state.matrix is not None):
         raise ValueError("the state does not match the model's extracellular matrix: build it with model.init()")
-    (fields, cells, totals, _, steps, matrix), saved, saved_cells = run_steps(
-        model, state.fields, state.cells, state.totals, state.t, state.steps, state.matrix, dt=dt_f, groups=groups,
-        plan=plan,
+    if {cp.name for cp in model.compartments} != set(state.compartments or {}):
+        raise ValueError("the state does not match the model's compartments: build it with model.init()")
+    (fields, cells, totals, _, steps, matrix, comps), saved, saved_cells = run_steps(
+        model, state.fields, state.cells, state.totals, state.t, state.steps, state.matrix, state.compartments,
+        dt=dt_f, groups=groups, plan=plan,
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
         behaviour_static=static, seed=int(seed))
-    saved, saved_matrix = saved if matrix is not None else (saved, None)
+    saved, saved_matrix, saved_comps = saved
     model.scheme.after_run(model, fields, saved, dt_f)
     if behaviour is not None:
         _check_finite_cells(cells, fields, t_end_f)
-    new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps, matrix=matrix,
+    new = replace(state, fields=fields, cells=cells, totals=totals, steps=steps, matrix=matrix, compartments=comps,
+                  compartment_volumes=model.compartment_volumes(state.fields.dtype),
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
-    return new, Trajectory(times, saved, saved_cells, saved_matrix)
+    return new, Trajectory(times, saved, saved_cells, saved_matrix, saved_comps)
 
 
 def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
@@ -334,10 +344,12 @@ def budget(state: State) -> dict[str, jax.Array]:
 
     Keys: initial, secreted, produced (by the tissue), inflow, outflow, fields,
     bound (on cells' receptors), matrix (on the extracellular matrix now),
-    internalised, uptake, decayed, matrix_degraded and residual = initial +
-    secreted + produced + inflow − outflow − fields − bound − matrix −
-    internalised − uptake − decayed − matrix_degraded (round-off when the books
-    close). The flows are accumulated step by step from the rates the scheme used.
+    compartments (in the well-mixed compartments now), internalised, uptake,
+    decayed, matrix_degraded, cleared (by the compartments' clearance) and
+    residual = initial + secreted + produced + inflow − outflow − fields − bound
+    − matrix − compartments − internalised − uptake − decayed − matrix_degraded
+    − cleared (round-off when the books close). The flows are accumulated step
+    by step from the rates the scheme used.
     """
     if not isinstance(state, State):
         raise ValueError(f"budget(state) needs the jc.State from model.init / jc.simulate, got "
@@ -351,11 +363,15 @@ def budget(state: State) -> dict[str, jax.Array]:
     if state.cells is not None and state.cells.receptors is not None:
         bound = bound_ligand(state.cells)
     on_matrix = zero if state.matrix is None else jnp.sum(state.matrix.reshape(s, -1), axis=1) * vol
+    pools = zero
+    for name, c in (state.compartments or {}).items():
+        pools = pools + c * state.compartment_volumes[name]  # amount = concentration × volume
     out = {"initial": tot["initial"], "secreted": tot["secreted"], "produced": tot.get("produced", zero),
            "inflow": tot["inflow"], "outflow": tot["outflow"], "fields": fields, "bound": bound,
-           "matrix": on_matrix, "internalised": tot["internalised"], "uptake": tot["uptake"],
-           "decayed": tot["decayed"], "matrix_degraded": tot.get("matrix_degraded", zero)}
+           "matrix": on_matrix, "compartments": pools, "internalised": tot["internalised"],
+           "uptake": tot["uptake"], "decayed": tot["decayed"], "matrix_degraded": tot.get("matrix_degraded", zero),
+           "cleared": tot.get("cleared", zero)}
     out["residual"] = (out["initial"] + out["secreted"] + out["produced"] + out["inflow"] - out["outflow"]
-                       - out["fields"] - out["bound"] - out["matrix"] - out["internalised"] - out["uptake"]
-                       - out["decayed"] - out["matrix_degraded"])
+                       - out["fields"] - out["bound"] - out["matrix"] - out["compartments"] - out["internalised"]
+                       - out["uptake"] - out["decayed"] - out["matrix_degraded"] - out["cleared"])
     return out

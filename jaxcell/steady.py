@@ -34,9 +34,13 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
     flow (non-symmetric), by restarted GMRES, to relative residual ``tol``
     (default 1e-11 in float64, 1e-6 in float32). Gradients come from implicit
     differentiation of the linear solve (``custom_linear_solve``), not from
-    unrolling iterations. Models with receptors, responses or an extracellular
-    matrix (saturable) are nonlinear and refused; a model with no decay, no
-    uptake and no Dirichlet or Robin condition has no steady state and is refused.
+    unrolling iterations. A substrate that leaks into a compartment
+    (:class:`jaxcell.Leak`) is solved with the compartment's concentration as one
+    more unknown (two linear solves and a scalar Schur complement); the
+    compartment's steady value is then ``Σ vol·rate·c / (k_c·V + Σ vol·rate)``.
+    Models with receptors, responses or an extracellular matrix (saturable) are
+    nonlinear and refused; a model with no decay, no uptake and no Dirichlet or
+    Robin condition (or compartment clearance) has no steady state and is refused.
 
     Args:
         model: a :class:`jaxcell.Model`; D, k and face values may be traced.
@@ -72,11 +76,14 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         # a face with a conductance (Dirichlet, Robin) removes mass in proportion to c
         conducting = any(not f.periodic and f.conductance(1.0, 1.0) is not None for f in faces)
         removing = conducting or model.dirichlet_mask is not None
+        if s.leak is not None:  # what leaks out leaves for good only through the compartment's clearance
+            removing = removing or concrete_max(model.compartment(s.leak.compartment).clearance) != 0.0
         no_clearance = clear_max[i] == 0.0  # False when unknown (traced cells)
         if not removing and no_clearance and concrete_max(s.decay) == 0.0:
-            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake, Dirichlet or Robin condition: "
-                             "it has no steady state (its mass grows or stays constant)")
-        uniform.append(not removing and no_clearance and s.uniform and jnp.ndim(s.decay) == 0)
+            raise ValueError(f"substrate {model.names[i]!r} has no decay, uptake, Dirichlet or Robin condition"
+                             f"{' and its compartment no clearance' if s.leak is not None else ''}: it has no "
+                             "steady state (its mass grows or stays constant)")
+        uniform.append(not removing and no_clearance and s.uniform and jnp.ndim(s.decay) == 0 and s.leak is None)
     c, resid = solve_linear(model, cells, uniform=tuple(uniform), tol=tol, maxiter=int(maxiter))
     if is_concrete(resid) and np.any(np.asarray(resid) > 100 * tol):
         warnings.warn(f"steady_state: conjugate gradients stopped at relative residual "
@@ -131,6 +138,13 @@ def solve_linear(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...]
             continue
         react = p.k + clear
         mask = p.mask
+        s = model.substrates[i]
+        leak = None
+        if s.leak is not None:  # −rate·(c − c_b): rate joins the removal, rate·c_b is solved for below
+            leak = s.leak.per_voxel(grid.shape, dtype)
+            if mask is not None:
+                leak = jnp.where(mask, 0, leak)
+            react = react + leak
 
         def op(c: jax.Array, top: Any = top, react: jax.Array = react, mask: Any = mask) -> jax.Array:
             if mask is None:
@@ -144,11 +158,25 @@ def solve_linear(model: Model, cells: Cells | None, *, uniform: tuple[bool, ...]
             held = jnp.where(mask, p.hold, 0)
             rhs = jnp.where(mask, p.hold, src + top.rate(held))
         precond = _preconditioner(model, p, react, dtype)
-        if p.velocity is None:  # symmetric positive definite (harmonic-mean faces keep it symmetric)
-            c, _ = cg(op, rhs, tol=tol, atol=0.0, maxiter=maxiter, M=precond)
-        else:  # flow makes the operator non-symmetric (still an M-matrix)
-            c, _ = gmres(op, rhs, tol=tol, atol=0.0, restart=50, maxiter=-(-maxiter // 50), M=precond,
-                         solve_method="batched")
+
+        def solve(b: jax.Array, op: Any = op, precond: Any = precond, flow: bool = p.velocity is not None) -> Any:
+            if not flow:  # symmetric positive definite (harmonic-mean faces keep it symmetric)
+                return cg(op, b, tol=tol, atol=0.0, maxiter=maxiter, M=precond)[0]
+            # flow makes the operator non-symmetric (still an M-matrix)
+            return gmres(op, b, tol=tol, atol=0.0, restart=50, maxiter=-(-maxiter // 50), M=precond,
+                         solve_method="batched")[0]
+
+        c = solve(rhs)
+        if leak is not None:
+            # c = u + c_b·w with u = A⁻¹·rhs, w = A⁻¹·rate; the compartment's balance
+            # Σ vol·rate·(c − c_b) = k_c·V·c_b then fixes c_b (one scalar: a Schur complement)
+            cp = model.compartment(s.leak.compartment)
+            w = solve(leak)
+            vol = grid.voxel_volume
+            cb = vol * jnp.sum(leak * c) / (jnp.asarray(cp.clearance, dtype) * jnp.asarray(cp.volume, dtype)
+                                            + vol * jnp.sum(leak * (1 - w)))
+            c = c + cb * w
+            rhs = rhs + cb * leak  # for the residual below
         out.append(c)
         res = jax.lax.stop_gradient(op(c) - rhs)
         resid.append(jnp.linalg.norm(res) / jnp.maximum(jnp.linalg.norm(jax.lax.stop_gradient(rhs)), 1e-300))

@@ -4,13 +4,14 @@ A step is a sequence of :class:`Stage` objects, each a pure function
 ``stage(ctx, data) -> data`` on :class:`StepData` (fields, cells, coupling,
 exchange, the amounts moved so far in this step). In order:
 
-    responses → coupling → exchange → transport → matrix → binding → held voxels → behaviour
+    responses → coupling → exchange → transport → matrix → leak → binding → held voxels → behaviour
 
 * ``responses``: :class:`jaxcell.Response` rules set rates from the local signal.
 * ``coupling``: voxel indices and weights of the cells (:func:`jaxcell.cells.coupling_weights`).
 * ``exchange``: per-voxel secretion/uptake rates (:mod:`jaxcell.exchange`).
 * ``transport``: the model's solver advances each substrate (:mod:`jaxcell.solvers`).
 * ``matrix``: free ligand binds the extracellular matrix, per voxel (:func:`jaxcell.medium.matrix_step`).
+* ``leak``: free ligand exchanged with well-mixed compartments (:func:`jaxcell.body.leak_step`).
 * ``binding``: receptor binding, exact at frozen ligand (:mod:`jaxcell.binding`).
 * ``held voxels``: held values re-imposed after binding, the difference booked.
 * ``behaviour``: the user's ``f(cells, env, t)`` (``jc.simulate(behaviour=)``), at the end of the step.
@@ -33,6 +34,7 @@ from jax import lax
 
 from jaxcell._node import node, replace, static_field
 from jaxcell.binding import binding_step
+from jaxcell.body import leak_step
 from jaxcell.cells import Cells, bound_ligand, coupling_weights, gather
 from jaxcell.exchange import Exchange, cell_exchange
 from jaxcell.medium import matrix_step
@@ -51,7 +53,8 @@ class StepData(NamedTuple):
     ``(idx, w)`` of the cells or None; exchange: one :class:`Exchange` per
     substrate or None; flows: amounts moved in this step, each ``(S,)``;
     t: time at the end of the step (s); n: steps since t = 0 (this one included);
-    matrix: ``(S, *grid.shape)`` ligand on the extracellular matrix, or None.
+    matrix: ``(S, *grid.shape)`` ligand on the extracellular matrix, or None;
+    compartments: ``{name: (S,)}`` compartment concentrations, or None.
     """
 
     fields: jax.Array
@@ -62,6 +65,7 @@ class StepData(NamedTuple):
     t: jax.Array
     n: jax.Array
     matrix: jax.Array | None = None
+    compartments: dict | None = None
 
 
 class Context(NamedTuple):
@@ -158,6 +162,34 @@ def _matrix(ctx: Context, d: StepData) -> StepData:
     return d._replace(fields=jnp.stack(fields), matrix=jnp.stack(matrix), flows=flows)
 
 
+def _leak(ctx: Context, d: StepData) -> StepData:
+    m = ctx.model
+    dtype = d.fields.dtype
+    vol = m.grid.voxel_volume
+    fields = list(d.fields)
+    comps, cleared = {}, jnp.zeros(d.fields.shape[:1], dtype)
+    for cp in m.compartments:
+        V, kc = jnp.asarray(cp.volume, dtype), jnp.asarray(cp.clearance, dtype)
+        cb, gone = [], []
+        for i, s in enumerate(m.substrates):
+            c0 = d.compartments[cp.name][i]
+            if s.leak is None or s.leak.compartment != cp.name:  # nothing leaks in: clearance alone
+                c1 = c0 / (1 + ctx.dt * kc)
+                cb.append(c1)
+                gone.append(ctx.dt * kc * V * c1)
+                continue
+            rate = s.leak.per_voxel(m.grid.shape, dtype)
+            if m.dirichlet_mask is not None:  # held voxels keep their value: they do not leak
+                rate = jnp.where(m.dirichlet_mask, 0, rate)
+            fields[i], c1, _, out = leak_step(fields[i], c0, rate, cp, vol, ctx.dt)
+            cb.append(c1)
+            gone.append(out)
+        comps[cp.name] = jnp.stack(cb)
+        cleared = cleared + jnp.stack(gone)
+    flows = {**d.flows, "cleared": d.flows["cleared"] + cleared}
+    return d._replace(fields=jnp.stack(fields), compartments=comps, flows=flows)
+
+
 def _binding(ctx: Context, d: StepData) -> StepData:
     fields, cells, internal = binding_step(ctx.model.grid, d.fields, d.cells, *d.coupling, ctx.dt)
     return d._replace(fields=fields, cells=cells, flows={**d.flows, "internalised": d.flows["internalised"] + internal})
@@ -248,6 +280,7 @@ COUPLING = Stage("coupling", _coupling)
 EXCHANGE = Stage("exchange", _exchange)
 TRANSPORT = Stage("transport", _transport)
 MATRIX = Stage("matrix", _matrix)
+LEAK = Stage("leak", _leak)
 BINDING = Stage("binding", _binding, frozenset({RECEPTORS}))
 HELD = Stage("held voxels", _held)
 
@@ -262,7 +295,7 @@ class Plan(NamedTuple):
 
 def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None = None) -> Plan:
     """Which stages run in each step (static: fixed before compiling)."""
-    medium = (MATRIX,) if model.has_matrix else ()
+    medium = ((MATRIX,) if model.has_matrix else ()) + ((LEAK,) if model.compartments else ())
     if cells is None:
         return Plan((TRANSPORT, *medium), False, False)
     before = [RESPONSES] if model.responses else []
@@ -315,13 +348,13 @@ def add_compensated(totals: dict, flows: dict) -> dict:
 
 
 def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
-    """A pure step ``(fields, cells, totals, t, n, matrix) -> same`` of length ``ctx.dt``."""
+    """A pure step ``(fields, cells, totals, t, n, matrix, compartments) -> same`` of length ``ctx.dt``."""
 
     def step(carry: tuple) -> tuple:
-        fields, cells, totals, t, n, matrix = carry
+        fields, cells, totals, t, n, matrix, comps = carry
         zero = jnp.zeros(fields.shape[:1], fields.dtype)
         d = StepData(fields, cells, ctx.coupling, ctx.exchange, {k: zero for k in FLOWS},
-                     t + ctx.dt.astype(t.dtype), n + 1, matrix)
+                     t + ctx.dt.astype(t.dtype), n + 1, matrix, comps)
         for stage in p.stages:
             d = stage.fn(ctx, d)
         totals = add_compensated(totals, d.flows)
@@ -332,6 +365,6 @@ def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
         matrix = d.matrix
         if ctx.sharding is not None and matrix is not None:
             matrix = lax.with_sharding_constraint(matrix, ctx.sharding)
-        return fields, d.cells, totals, d.t, d.n, matrix
+        return fields, d.cells, totals, d.t, d.n, matrix, d.compartments
 
     return step

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcell._node import as_float, check_nonneg, node, static_field
+from jaxcell.body import Leak
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.medium import Matrix, check_flow, check_map, check_velocity
 
@@ -40,6 +41,7 @@ class Substrate:
             ``(ndim, *grid.shape)`` voxel-centre velocities (see
             :mod:`jaxcell.medium`); None: no flow.
         matrix: :class:`jaxcell.Matrix` binding sites that sequester the substrate, or None.
+        leak: :class:`jaxcell.Leak` to a well-mixed compartment of the :class:`jaxcell.Model`, or None.
 
     Grid-shaped values are checked against the grid when the :class:`jaxcell.Model` is built.
     """
@@ -50,11 +52,12 @@ class Substrate:
     production: jax.Array
     velocity: jax.Array | None
     matrix: Any
+    leak: Any
     name: str = static_field()
 
     def __init__(self, name: str, diffusion: Any, decay: Any = 0.0,
                  boundary: Mapping[str, Boundary] | None = None, production: Any = 0.0,
-                 velocity: Any = None, matrix: Any = None) -> None:
+                 velocity: Any = None, matrix: Any = None, leak: Any = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"Substrate name must be a non-empty string (used in outputs), got {name!r}")
         d = as_float(diffusion, f"Substrate {name!r} diffusion")
@@ -70,7 +73,11 @@ class Substrate:
         if matrix is not None and not isinstance(matrix, Matrix):
             raise ValueError(f"Substrate {name!r} matrix must be jc.Matrix(sites, kon, koff, degradation) or None, "
                              f"got {type(matrix).__name__}")
+        if leak is not None and not isinstance(leak, Leak):
+            raise ValueError(f"Substrate {name!r} leak must be jc.Leak(compartment, rate, where) or None, "
+                             f"got {type(leak).__name__}")
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "leak", leak)
         object.__setattr__(self, "diffusion", d)
         object.__setattr__(self, "decay", k)
         object.__setattr__(self, "boundary", normalise(dict(boundary or {}), name))
@@ -102,6 +109,8 @@ class Substrate:
             check_map(val, grid.shape, f"Substrate {self.name!r} {what}", unit)
         if self.matrix is not None:
             check_map(self.matrix.sites, grid.shape, f"Substrate {self.name!r} matrix sites", "sites/µm^ndim")
+        if self.leak is not None:
+            self.leak.check_grid(grid.shape, self.name)
         if self.velocity is not None:
             check_velocity(self.velocity, grid.ndim, grid.shape, self.name)
             check_flow(self.velocity, faces, grid.ndim, self.name)

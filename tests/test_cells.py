@@ -208,7 +208,7 @@ def test_budget_closes_with_everything(solver):
     state, _ = jc.simulate(model, state, t_end=600.0, dt=3.0)
     b = jc.budget(state)
     assert set(b) == {"initial", "secreted", "produced", "inflow", "outflow", "fields", "bound", "matrix",
-                      "internalised", "uptake", "decayed", "matrix_degraded", "residual"}
+                      "compartments", "internalised", "uptake", "decayed", "matrix_degraded", "cleared", "residual"}
     scale = np.asarray(b["initial"] + b["secreted"] + b["inflow"])
     for key in ("secreted", "uptake", "decayed", "internalised", "bound"):
         assert np.all(np.asarray(b[key]) > 0), key

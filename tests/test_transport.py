@@ -685,7 +685,7 @@ def test_api_examples_run_as_written():
     assert c_ss.shape == (2, 8, 8, 8)
     b = jc.budget(state)
     assert set(b) == {"initial", "secreted", "produced", "inflow", "outflow", "fields", "bound", "matrix",
-                      "internalised", "uptake", "decayed", "matrix_degraded", "residual"}
+                      "compartments", "internalised", "uptake", "decayed", "matrix_degraded", "cleared", "residual"}
     assert all(v.shape == (2,) for v in b.values())
     assert np.all(np.abs(np.asarray(b["residual"])) <= 1e-10 * np.asarray(b["secreted"] + b["inflow"]))
 
@@ -779,7 +779,8 @@ def test_runs_under_strict_promotion(solver):
 def test_public_api_is_pinned():
     """The names users import (STYLE.md: a test pins __all__); extend deliberately, never rename."""
     assert sorted(jc.__all__) == sorted([
-        "BatchFitResult", "Cells", "Dirichlet", "FitResult", "Flux", "Grid", "Model", "Periodic", "Receptors",
+        "BatchFitResult", "Cells", "Compartment", "Dirichlet", "FitResult", "Flux", "Grid", "Leak", "Matrix",
+        "Model", "Periodic", "Receptors",
         "Response", "Robin", "Rule", "Rules", "State", "Substrate", "Trajectory", "budget", "divide", "fit",
         "fit_batch", "rules", "shard", "simulate", "solvers", "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)

@@ -82,7 +82,7 @@ class Amounts(NamedTuple):
     outflow: jax.Array
     uptake: jax.Array
     decayed: jax.Array
-    produced: jax.Array
+    produced: Any = 0.0  # by the tissue; a default, so that solvers written before it keep working
 
     @classmethod
     def zero(cls, dtype: Any) -> Amounts:
