@@ -62,6 +62,7 @@ _MARK = ".jaxcell-partial"
 _LOCK = "jaxcell.lock"
 FIGURES = ("field_midplane.png", "radial_profile.png", "activation.png")
 CELL_FIGURE = "cells.png"  # scenarios whose cells live ([[rules]]): counts over time and tracks
+BODY_FIGURE = "body.png"  # scenarios with [[compartments]]: what reaches the body, over time
 TISSUE_FIGURE = "tissue.png"  # scenarios with an extracellular matrix or flow: how the medium shapes the signal
 
 
@@ -238,6 +239,12 @@ def _frame(sc: Scenario, state: State) -> dict[str, np.ndarray]:
     out = {"t": np.asarray(float(state.t_static)), "fields": np.asarray(state.fields)}
     if state.matrix is not None:
         out["matrix"] = np.asarray(state.matrix)
+    if state.compartments:
+        for k, v in state.compartments.items():  # flat keys: frames are saved as .npz
+            out[f"compartment_{k}"] = np.asarray(v)
+        b = budget(state)
+        out["reached"] = np.asarray(b["compartments"] + b["cleared"])  # what has left the tissue for the body
+        out["made"] = np.asarray(b["secreted"] + b["produced"])
     cells = state.cells
     if cells is not None:
         idx, w = coupling_weights(sc.grid, cells.position, cells.alive, sc.model.coupling)
@@ -523,6 +530,12 @@ def _dataset(sc: Scenario, frames: list[dict], xr: ModuleType) -> Any:
         "concentration": (("time", "substrate", *axes), np.stack([f["fields"] for f in frames]),
                           {"units": unit_c, "long_name": "concentration at voxel centres"}),
     }
+    for cp in sc.model.compartments:
+        if f"compartment_{cp.name}" in frames[0]:
+            name = cp.name
+            data[f"compartment_{name}"] = (("time", "substrate"), np.stack([f[f"compartment_{name}"] for f in frames]),
+                                           {"units": unit_c, "long_name": f"concentration in the well-mixed "
+                                            f"compartment {name!r}"})
     if "matrix" in frames[0]:
         data["matrix"] = (("time", "substrate", *axes), np.stack([f["matrix"] for f in frames]),
                           {"units": unit_c, "long_name": "ligand bound to the extracellular matrix (jc.Matrix)"})
@@ -614,6 +627,18 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
                                          "fraction": float(last[sel].mean())}
         act["over_time"] = [float(f["activated"][r].mean()) if r.any() else 0.0 for f, r in zip(frames, resps)]
     fields = frames[-1]["fields"]
+    body: dict[str, Any] = {}
+    for i, s in enumerate(sc.model.substrates):
+        if s.leak is None:
+            continue
+        name = s.leak.compartment
+        made = float(b["secreted"][i] + b["produced"][i])
+        body.setdefault(name, {})[names[i]] = {
+            "concentration": float(frames[-1][f"compartment_{name}"][i]),
+            "over_time": [float(f[f"compartment_{name}"][i]) for f in frames],
+            "fraction_of_made_that_left_the_tissue": (float(b["compartments"][i] + b["cleared"][i]) / made
+                                                       if made > 0 else None),
+        }
     return {
         "scenario": sc.name,
         "source": sc.source,
@@ -639,6 +664,7 @@ def _summary(sc: Scenario, state: State, frames: list[dict], times: np.ndarray, 
         "mean_concentration": {nm: float(fields[i].mean()) for i, nm in enumerate(names)},
         "activation": act,
         "fraction_responders_activated": act["fraction_responders_activated"],
+        **({"compartments": body} if body else {}),
     }
 
 
@@ -677,7 +703,8 @@ def _steady_reference(sc: Scenario, last: dict) -> np.ndarray | None:
 
     m = sc.model
     model = Model(m.grid, m.substrates, solver="implicit", coupling=m.coupling, dirichlet_mask=m.dirichlet_mask,
-                  dirichlet_value=0.0 if m.dirichlet_value is None else m.dirichlet_value)
+                  dirichlet_value=0.0 if m.dirichlet_value is None else m.dirichlet_value,
+                  compartments=m.compartments)
     cells = None
     if sc.n_cells:
         clr = np.stack([_cell_clearance(sc, last, i) for i in range(m.n_substrates)], axis=1)
@@ -720,6 +747,8 @@ def _figures(sc: Scenario, frames: list[dict], folder: Path, mpl: ModuleType) ->
         _figure_cells(sc, frames, folder / CELL_FIGURE, plt)
     if any(s.matrix is not None or s.velocity is not None for s in sc.model.substrates):
         _figure_tissue(sc, frames, folder / TISSUE_FIGURE, plt)
+    if "reached" in frames[-1]:
+        _figure_body(sc, frames, folder / BODY_FIGURE, plt)
 
 
 def _cell_layout(sc: Scenario, frame: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -961,6 +990,29 @@ def _figure_tissue(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType
             ax.set_yscale("log")
             ax.set_title(f"{nm} along the flow through its peak")
             ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _figure_body(sc: Scenario, frames: list[dict], path: Path, plt: ModuleType) -> None:
+    """``body.png``: each compartment's concentration over time (h), and the share of what the cells secreted
+    and the tissue produced that has left the tissue for the compartments (in them now or cleared from them)."""
+    t = np.asarray([float(f["t"]) for f in frames]) / 3600
+    leaking = [(i, s) for i, s in enumerate(sc.model.substrates) if s.leak is not None]
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4.0), layout="constrained")
+    for i, s in leaking:
+        name = s.leak.compartment
+        axs[0].plot(t, [f[f"compartment_{name}"][i] for f in frames], "o-", ms=3, label=f"{s.name} in the {name}")
+        made = np.asarray([f["made"][i] for f in frames])
+        share = np.where(made > 0, np.asarray([f["reached"][i] for f in frames]) / np.where(made > 0, made, 1), 0)
+        axs[1].plot(t, 100 * share, "o-", ms=3, label=f"{s.name} → {name}")
+    axs[0].set(xlabel="time (h)", ylabel=f"concentration ({sc.units(leaking[0][0]) if leaking else ''})",
+               title=f"{', '.join(sorted({s.leak.compartment for _, s in leaking}))} (well mixed)")
+    axs[1].set(xlabel="time (h)", ylabel="% of what was secreted or produced",
+               title="what has left the tissue for the body")
+    for ax in axs:
+        if leaking:
+            ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

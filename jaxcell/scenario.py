@@ -33,9 +33,12 @@ Schema (every table optional unless marked)::
     production = 0.0                  # by the tissue itself, amount/(µm^ndim·s)
     velocity = [0.5, 0.0]             # uniform interstitial flow, µm/s (faces it crosses: dirichlet or robin)
     matrix = { sites = 1.0, kon = 10.0, koff = 1.0, degradation = 0.0 }  # sites/µm^ndim, µm^ndim/s, 1/s, 1/s
+    leak = { compartment = "blood", rate = 1e-4 }   # exchange with a [[compartments]] pool, 1/s
     [[substrates.regions]]            # tissue that differs: the values inside a region (later regions win)
     shape = "box"; lo = [0, 0]; hi = [100, 320]   # shapes as for [vessel]
-    diffusion = 2.0; decay = 1e-3; production = 0.0; sites = 5.0
+    diffusion = 2.0; decay = 1e-3; production = 0.0; sites = 5.0; leak = 1e-3
+    [[compartments]]                  # well-mixed pools outside the grid
+    name = "blood"; volume = 1.6e9; clearance = 1.2e-3   # µm^ndim, 1/s
     [vessel]                          # voxels held at fixed concentrations
     shape = "cylinder"                # "box" (lo, hi), "sphere" (center, radius),
     axis = "z"                        # "cylinder" (3D: axis, center in the other two axes, radius)
@@ -86,6 +89,7 @@ from jaxcell import solvers
 from jaxcell._node import float_dtype
 from jaxcell.behaviour import BEHAVIOURS, UNITS, Rule, Rules, parse_behaviour, rules
 from jaxcell.binding import Response
+from jaxcell.body import Compartment, Leak
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
@@ -483,12 +487,14 @@ def _join(key: str, sub: str) -> str:
 # The schema
 
 
-_TOP = ("title", "description", "grid", "substrates", "vessel", "cells", "responses", "rules", "run")
+_TOP = ("title", "description", "grid", "compartments", "substrates", "vessel", "cells", "responses", "rules", "run")
+_COMPARTMENT = ("name", "volume", "clearance")
+_LEAK = ("compartment", "rate")
 _GRID = ("shape", "spacing", "origin")
 _SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units", "production", "velocity", "matrix",
-              "regions")
+              "regions", "leak")
 _MATRIX = ("sites", "kon", "koff", "degradation")
-_REGION = ("shape", "lo", "hi", "center", "radius", "axis", "diffusion", "decay", "production", "sites")
+_REGION = ("shape", "lo", "hi", "center", "radius", "axis", "diffusion", "decay", "production", "sites", "leak")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
 _CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
           "uptake", "receptors", "activation", "volume", "base")
@@ -535,7 +541,10 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     c.keys(raw, "", _TOP, required=("grid", "substrates"))
     config: dict[str, Any] = {k: c.string(raw.get(k, ""), k) for k in ("title", "description")}
     grid, config["grid"] = _read_grid(c, raw["grid"])
-    substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid)
+    compartments, comp_cfg = _read_compartments(c, raw.get("compartments", []))
+    if comp_cfg:
+        config["compartments"] = comp_cfg
+    substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid, [cp.name for cp in compartments])
     names = [s.name for s in substrates]
     run, config["run"] = _read_run(c, raw.get("run", {}))
     pops, types, config["cells"] = _read_populations(c, raw.get("cells", []), grid, names, run.seed, base)
@@ -544,7 +553,7 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     mask, value = None, np.zeros((len(names),))
     if "vessel" in raw:
         mask, value, config["vessel"] = _read_vessel(c, raw["vessel"], grid, names)
-    model = _make_model(c, grid, substrates, run, mask, value, responses)
+    model = _make_model(c, grid, substrates, run, mask, value, responses, compartments)
     cells, activation = _make_cells(c, pops, grid, names, run.capacity)
     by_type = _activation_by_type(c, pops, types, activation) if behaviour is not None else None
     if behaviour is not None and cells is not None:
@@ -587,7 +596,27 @@ def _read_grid(c: Checker, value: Any) -> tuple[Grid, dict]:
     return grid, {"shape": list(shape_t), "spacing": list(spacing), "origin": list(origin)}
 
 
-def _read_substrates(c: Checker, value: Any, grid: Grid) -> tuple[list[Substrate], list[dict]]:
+def _read_compartments(c: Checker, value: Any) -> tuple[list[Compartment], list[dict]]:
+    """The ``[[compartments]]`` tables: well-mixed pools (blood, lymph) substrates may leak into."""
+    out: list[Compartment] = []
+    cfgs: list[dict] = []
+    for i, t in enumerate(_rows(c, value, "compartments", "compartment")):
+        key = f"compartments[{i}]"
+        t = c.table(t, key)
+        c.keys(t, key, _COMPARTMENT, required=("name", "volume"))
+        nm = c.string(t["name"], f"{key}.name")
+        if not nm or any(cp.name == nm for cp in out):
+            raise c.err(f"{key}.name", f"must be a new, non-empty name, got {nm!r}",
+                        "give each compartment its own name")
+        vol = c.number(t["volume"], f"{key}.volume", "µm^ndim", positive=True)
+        kc = c.number(t.get("clearance", 0.0), f"{key}.clearance", "1/s")
+        out.append(Compartment(nm, vol, kc))
+        cfgs.append({"name": nm, "volume": vol, "clearance": kc})
+    return out, cfgs
+
+
+def _read_substrates(c: Checker, value: Any, grid: Grid,
+                     compartments: Sequence[str] = ()) -> tuple[list[Substrate], list[dict]]:
     """The ``[[substrates]]`` tables: one :class:`Substrate` each, and their configs (which
     carry ``initial``, amount/µm^ndim). :class:`Substrate` owns the boundary rules
     (periodic on whole axes, faces the grid has) and the medium's (flow through walls)."""
@@ -613,10 +642,11 @@ def _read_substrates(c: Checker, value: Any, grid: Grid) -> tuple[list[Substrate
         for face, cond in c.table(s.get("boundary", {}), bkey).items():
             faces[face], face_cfg[face] = _read_face(c, face, cond, _join(bkey, face), nm)
         cfg: dict[str, Any] = {"name": nm, "diffusion": d, "decay": k, "initial": init, "boundary": face_cfg}
-        medium = _read_medium(c, s, key, grid, cfg)
+        medium = _read_medium(c, s, key, grid, cfg, compartments)
         with c.at(bkey, "see the boundary forms in the scenario docs"):
             sub = Substrate(nm, diffusion=medium["diffusion"], decay=medium["decay"], boundary=faces,
-                            production=medium["production"], velocity=medium["velocity"], matrix=medium["matrix"])
+                            production=medium["production"], velocity=medium["velocity"], matrix=medium["matrix"],
+                            leak=medium["leak"])
             sub.faces(grid.ndim)  # refuses faces the grid lacks
         with c.at(key, "see the substrate keys in the scenario docs"):
             sub.check_grid(grid)  # flow through a no-flux face, maps of the wrong shape
@@ -627,9 +657,10 @@ def _read_substrates(c: Checker, value: Any, grid: Grid) -> tuple[list[Substrate
     return substrates, cfgs
 
 
-def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict) -> dict:
-    """A substrate's tissue medium: ``production``, ``velocity``, ``matrix`` and ``[[substrates.regions]]``
-    that set diffusion, decay, production or matrix sites inside a region (later regions win).
+def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict, compartments: Sequence[str] = ()) -> dict:
+    """A substrate's tissue medium: ``production``, ``velocity``, ``matrix``, ``leak`` and
+    ``[[substrates.regions]]`` that set diffusion, decay, production, matrix sites or the leak rate
+    inside a region (later regions win).
     Returns the :class:`Substrate` arguments (numbers, or grid-shaped arrays where regions differ)."""
     out: dict[str, Any] = {"diffusion": cfg["diffusion"], "decay": cfg["decay"],
                            "production": c.number(s.get("production", 0.0), f"{key}.production",
@@ -651,6 +682,19 @@ def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict) -> dict:
         cfg["matrix"] = dict(vals)
         sites = vals["sites"]
         out["matrix"] = vals
+    out["leak"], leak_rate = None, None
+    if "leak" in s:
+        lkey = f"{key}.leak"
+        lt = c.table(s["leak"], lkey)
+        c.keys(lt, lkey, _LEAK, required=("compartment",))
+        comp = c.string(lt["compartment"], f"{lkey}.compartment")
+        if comp not in compartments:
+            raise c.err(f"{lkey}.compartment", f"names {comp!r}, which no [[compartments]] table defines",
+                        f"add [[compartments]] name = {comp!r}, volume = ..., clearance = ..."
+                        + (f" (defined: {', '.join(compartments)})" if compartments else ""))
+        leak_rate = c.number(lt.get("rate", 0.0), f"{lkey}.rate", "1/s")
+        out["leak"] = comp
+        cfg["leak"] = {"compartment": comp, "rate": leak_rate}
     regions = _rows(c, s.get("regions", []), f"{key}.regions", "region")
     maps: dict[str, np.ndarray] = {}
     cfg_regions = []
@@ -660,14 +704,17 @@ def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict) -> dict:
         c.keys(r, rkey, _REGION, required=("shape",))
         mask, rcfg = _region(c, r, rkey, grid)
         for what, unit in (("diffusion", "µm²/s"), ("decay", "1/s"), ("production", "amount/(µm^ndim·s)"),
-                           ("sites", "sites/µm^ndim")):
+                           ("sites", "sites/µm^ndim"), ("leak", "1/s")):
             if what not in r:
                 continue
             if what == "sites" and out["matrix"] is None:
                 raise c.err(f"{rkey}.sites", "sets matrix sites but the substrate has no matrix",
                             f"add {key}.matrix = {{ sites = ..., kon = ... }}")
+            if what == "leak" and out["leak"] is None:
+                raise c.err(f"{rkey}.leak", "sets a leak rate but the substrate has no leak",
+                            f"add {key}.leak = {{ compartment = ..., rate = 0.0 }}")
             val = c.number(r[what], f"{rkey}.{what}", unit)
-            base = sites if what == "sites" else out[what]
+            base = {"sites": sites, "leak": leak_rate}.get(what, out.get(what))
             maps.setdefault(what, np.full(grid.shape, float(base)))[mask] = val
             rcfg[what] = val
         cfg_regions.append(rcfg)
@@ -676,8 +723,12 @@ def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict) -> dict:
     for what, arr in maps.items():
         if what == "sites":
             sites = arr
+        elif what == "leak":
+            leak_rate = arr
         else:
             out[what] = arr
+    if out["leak"] is not None:
+        out["leak"] = Leak(out["leak"], leak_rate)
     if out["matrix"] is not None:
         m = out["matrix"]
         with c.at(f"{key}.matrix", "sites, kon, koff and degradation are numbers >= 0"):
@@ -975,7 +1026,7 @@ def _activation_by_type(c: Checker, pops: Sequence[dict], types: Sequence[str],
 
 
 def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: RunConfig, mask: np.ndarray | None,
-                value: np.ndarray, responses: Sequence[Response]) -> Model:
+                value: np.ndarray, responses: Sequence[Response], compartments: Sequence[Compartment] = ()) -> Model:
     """The :class:`Model`; it and its solver own the rules that join tables.
 
     A refusal is reported at ``vessel`` when the same model without the held
@@ -984,7 +1035,8 @@ def _make_model(c: Checker, grid: Grid, substrates: Sequence[Substrate], run: Ru
     """
     def build(held: np.ndarray | None) -> Model:
         return Model(grid, substrates, solver=run.solver, coupling=run.coupling, dirichlet_mask=held,
-                     dirichlet_value=value if held is not None else 0.0, responses=responses)
+                     dirichlet_value=value if held is not None else 0.0, responses=responses,
+                     compartments=compartments)
 
     try:
         return build(mask)
