@@ -41,9 +41,9 @@ from jax import lax
 from jaxcell._node import as_float, check_nonneg, is_concrete, node
 from jaxcell.boundary import Boundary, Flux
 from jaxcell.grid import Grid
-from jaxcell.operators import add_to_slab, axis_faces, face_layer_amounts, slab, split_signed, thomas_pivots
+from jaxcell.operators import add_to_slab, axis_faces, face_layer_amounts, slab, split_signed, thomas_factors
 
-__all__ = ["Heterogeneous", "Matrix", "bernoulli", "matrix_step"]
+__all__ = ["Heterogeneous", "Matrix", "MatrixRates", "bernoulli", "matrix_step"]
 
 _B_CLIP = 60.0  # B(60) = 5e-25: beyond it the diffusive share of a face is 0 in any precision
 
@@ -72,6 +72,12 @@ def _pair(x: jax.Array, axis: int, periodic: bool) -> tuple[jax.Array, jax.Array
         return x, jnp.roll(x, -1, axis)
     n = x.shape[axis]
     return lax.slice_in_dim(x, 0, n - 1, axis=axis), lax.slice_in_dim(x, 1, n, axis=axis)
+
+
+def _pair_shape(shape: tuple[int, ...], axis: int, periodic: bool) -> tuple[int, ...]:
+    out = list(shape)
+    out[axis] -= 0 if periodic else 1
+    return tuple(out)
 
 
 def harmonic(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -116,6 +122,7 @@ class Heterogeneous(NamedTuple):
     spacing: tuple
     periodic: tuple
     volume: float
+    shape: tuple
 
     @classmethod
     def build(cls, grid: Grid, D: jax.Array, faces: tuple[Boundary, ...], velocity: jax.Array | None,
@@ -123,15 +130,20 @@ class Heterogeneous(NamedTuple):
         """The operator for diffusivity ``D`` (scalar or ``grid.shape``) and ``velocity`` (None, ``(ndim,)``
         or ``(ndim, *grid.shape)``)."""
         shape = grid.shape
-        Dm = _voxel_map(jnp.asarray(D, dtype), shape)
+        scalar_d = jnp.ndim(D) == 0
+        Dm = jnp.asarray(D, dtype) if scalar_d else _voxel_map(jnp.asarray(D, dtype), shape)
         fwd, bwd, gs, js, per = [], [], [], [], []
         for a in range(grid.ndim):
             h = grid.spacing[a]
             pair = axis_faces(faces, a)
             periodic = pair[0].periodic
             per.append(periodic)
-            d0, d1 = _pair(Dm, a, periodic)
-            df = harmonic(d0, d1)
+            if scalar_d:
+                df = Dm
+                d0 = jnp.zeros(_pair_shape(shape, a, periodic), dtype)  # only its shape is used
+            else:
+                d0, d1 = _pair(Dm, a, periodic)
+                df = harmonic(d0, d1)
             v = face_velocity(velocity, grid.ndim, shape, a)
             if v is None:
                 f = b = df / h
@@ -146,15 +158,17 @@ class Heterogeneous(NamedTuple):
                 pe = jnp.abs(u) * h / jnp.maximum(df, jnp.finfo(dtype).tiny)
                 diff = df / h * bernoulli(pe)
                 f, b = diff + jnp.maximum(u, 0), diff + jnp.maximum(-u, 0)
-            fwd.append(jnp.broadcast_to(f, d0.shape))
-            bwd.append(jnp.broadcast_to(b, d0.shape))
+            # one D and a uniform flow: every line's coefficients are the same numbers (kept as scalars)
+            alike = scalar_d and (v is None or v.ndim == 0)
+            fwd.append(f if alike else jnp.broadcast_to(f, d0.shape))
+            bwd.append(b if alike else jnp.broadcast_to(b, d0.shape))
             g_pair, j_pair = [], []
             for end, face in enumerate(pair):
                 if periodic:
                     g_pair.append(None)
                     j_pair.append(None)
                     continue
-                d_face = slab(Dm, a, end)
+                d_face = Dm if scalar_d else slab(Dm, a, end)
                 g, j = face.conductance(d_face, h), face.inflow(d_face, h)
                 cin = inflow_concentration(face)
                 if v is not None and cin is not None:
@@ -166,7 +180,8 @@ class Heterogeneous(NamedTuple):
                 j_pair.append(j)
             gs.append(tuple(g_pair))
             js.append(tuple(j_pair))
-        return cls(tuple(fwd), tuple(bwd), tuple(gs), tuple(js), tuple(grid.spacing), tuple(per), grid.voxel_volume)
+        return cls(tuple(fwd), tuple(bwd), tuple(gs), tuple(js), tuple(grid.spacing), tuple(per), grid.voxel_volume,
+                   tuple(grid.shape))
 
     # -- the interface shared with jaxcell.operators.Uniform ------------------------------------
 
@@ -238,10 +253,24 @@ class Heterogeneous(NamedTuple):
         if self.periodic[a]:
             raise ValueError("a periodic axis with per-voxel diffusion or flow is not supported by line solves; "
                              "use solver='explicit'")
-        from jaxcell.operators import AxisSolver
+        from jaxcell.operators import DENSE_MAX, AxisSolver
 
         h = self.spacing[a]
         f, b = self.fwd[a], self.bwd[a]
+        n = self.shape[a]
+        if f.ndim == 0 and mask is None and jnp.ndim(rho) == 0 and n <= DENSE_MAX:
+            # every line is the same (non-symmetric) system: one dense inverse, applied as a GEMM
+            # like the uniform operator's (an n × n LU once per call, differentiable)
+            g_lo, g_hi = (0.0 if g is None else g for g in self.g[a])
+            diag = jnp.full((n,), f + b).at[0].add(g_lo - b).at[n - 1].add(g_hi - f) if n > 1 else \
+                jnp.full((1,), g_lo + g_hi)
+            m = jnp.diag(1 + rho + gamma * diag / h)
+            if n > 1:
+                off = jnp.ones((n - 1,), diag.dtype)
+                m = m + jnp.diag(-gamma * b / h * off, 1) + jnp.diag(-gamma * f / h * off, -1)
+            return AxisSolver(jnp.linalg.inv(m), None)
+        pair = _pair_shape(self.shape, a, False)
+        f, b = jnp.broadcast_to(f, pair), jnp.broadcast_to(b, pair)
         shape = list(f.shape)
         shape[a] += 1
         zero_face = [(0, 0)] * len(shape)
@@ -265,7 +294,7 @@ class Heterogeneous(NamedTuple):
             lower = jnp.where(mask, 0.0, lower)
             upper = jnp.where(mask, 0.0, upper)
         lower, main, upper = (jnp.moveaxis(x, a, 0) for x in (lower, main, upper))
-        return AxisSolver(None, (lower, thomas_pivots(lower, main, upper), upper))
+        return AxisSolver(None, thomas_factors(lower, main, upper))
 
 
 # ---------------------------------------------------------------------------
@@ -303,7 +332,17 @@ class Matrix:
             object.__setattr__(self, name, v)
 
 
-def matrix_step(L: jax.Array, M: jax.Array, m: Matrix, dt: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+class MatrixRates(NamedTuple):
+    """A :class:`Matrix`'s four numbers as arrays broadcasting against the fields (e.g. one per substrate)."""
+
+    sites: jax.Array
+    kon: jax.Array
+    koff: jax.Array
+    degradation: jax.Array
+
+
+def matrix_step(L: jax.Array, M: jax.Array, m: Matrix | MatrixRates, dt: jax.Array) -> tuple[jax.Array, jax.Array,
+                                                                                              jax.Array]:
     """One backward-Euler step of the binding above per voxel: ``(L', M', degraded)``.
 
     Backward Euler of the 2×2 system is one quadratic per voxel in M' (its

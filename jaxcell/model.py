@@ -142,6 +142,18 @@ class Model:
         return any(s.matrix is not None for s in self.substrates)
 
     @property
+    def flows(self) -> tuple[str, ...]:
+        """The budget flows (of :data:`BUDGET_FLOWS`) a step of this model can move."""
+        skip = set()
+        if all(s.production is None for s in self.substrates):
+            skip.add("produced")
+        if not self.has_matrix:
+            skip.add("matrix_degraded")
+        if not self.compartments:
+            skip.add("cleared")
+        return tuple(k for k in BUDGET_FLOWS if k not in skip)
+
+    @property
     def has_leak(self) -> bool:
         """Some substrate leaks into a compartment (the state then carries ``compartments``)."""
         return any(s.leak is not None for s in self.substrates)
@@ -164,8 +176,7 @@ class Model:
         s = self.substrates[i]
         faces = tuple(jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), f) for f in s.faces(self.grid.ndim))
         hold = None if self.dirichlet_value is None else self.dirichlet_value[i].astype(dtype)
-        q = s.production
-        q = None if is_concrete(q) and not np.any(np.asarray(q)) else jnp.asarray(q, dtype)
+        q = None if s.production is None else jnp.asarray(s.production, dtype)
         v = None if s.velocity is None else jnp.asarray(s.velocity, dtype)
         return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, self.dirichlet_mask, hold,
                       s.name, q, v)
@@ -215,8 +226,9 @@ class Model:
                 initial = initial + comps[cp.name] * jnp.asarray(cp.volume, dtype)
         if cells is not None and cells.receptors is not None:
             initial = initial + bound_ligand(cells)
-        totals = {"initial": initial, **{k: zero for k in BUDGET_FLOWS},
-                  "compensation": {k: zero for k in BUDGET_FLOWS}}  # Kahan terms of the flows (jaxcell.step)
+        # only the flows this model can move are carried (a flow that is always 0 costs nothing)
+        totals = {"initial": initial, **{k: zero for k in self.flows},
+                  "compensation": {k: zero for k in self.flows}}  # Kahan terms of the flows (jaxcell.step)
         return State(fields=f, t=jnp.zeros((), dtype), cells=cells, totals=totals, steps=jnp.zeros((), jnp.int32),
                      matrix=m, compartments=comps, compartment_volumes=self.compartment_volumes(dtype),
                      t_static=0.0, voxel_volume=self.grid.voxel_volume)
@@ -349,7 +361,8 @@ def check_model_values(model: Model) -> None:
     for s in model.substrates:
         check_nonneg(s.diffusion, f"Substrate {s.name!r} diffusion", "µm²/s")
         check_nonneg(s.decay, f"Substrate {s.name!r} decay", "1/s")
-        check_nonneg(s.production, f"Substrate {s.name!r} production", "amount/(µm^ndim·s)")
+        if s.production is not None:
+            check_nonneg(s.production, f"Substrate {s.name!r} production", "amount/(µm^ndim·s)")
         if s.velocity is not None and is_concrete(s.velocity) and not np.all(np.isfinite(np.asarray(s.velocity))):
             raise ValueError(f"Substrate {s.name!r} velocity must be finite (µm/s), got NaN or inf")
         if s.leak is not None:

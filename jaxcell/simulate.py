@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxcell import step as stages
 from jaxcell._node import concrete_float, is_concrete, node, replace
 from jaxcell.cells import Cells, bound_ligand
-from jaxcell.model import Model, State, check_model_values, state_time
+from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
 from jaxcell.operators import Layout
 
 CHECKPOINTS = (None, "step", "sqrt")
@@ -299,8 +299,9 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
         raise ValueError("the state does not match the model's extracellular matrix: build it with model.init()")
     if {cp.name for cp in model.compartments} != set(state.compartments or {}):
         raise ValueError("the state does not match the model's compartments: build it with model.init()")
+    totals_in = _with_flows(state.totals, model.flows)
     (fields, cells, totals, _, steps, matrix, comps), saved, saved_cells = run_steps(
-        model, state.fields, state.cells, state.totals, state.t, state.steps, state.matrix, state.compartments,
+        model, state.fields, state.cells, totals_in, state.t, state.steps, state.matrix, state.compartments,
         dt=dt_f, groups=groups, plan=plan,
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
         behaviour_static=static, seed=int(seed))
@@ -313,6 +314,17 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
     return new, Trajectory(times, saved, saved_cells, saved_matrix, saved_comps)
+
+
+def _with_flows(totals: dict, flows: Sequence[str]) -> dict:
+    """``totals`` with a zero total (and compensation) for each flow of ``flows`` it lacks: a state built for
+    a model that could not move that flow."""
+    missing = [k for k in flows if k not in totals]
+    if not missing:
+        return totals
+    zero = jnp.zeros_like(totals["initial"])
+    return {**totals, **{k: zero for k in missing},
+            "compensation": {**totals["compensation"], **{k: zero for k in missing}}}
 
 
 def _check_finite_cells(cells: Cells, fields: jax.Array, t_end: float) -> None:
@@ -366,11 +378,12 @@ def budget(state: State) -> dict[str, jax.Array]:
     pools = zero
     for name, c in (state.compartments or {}).items():
         pools = pools + c * state.compartment_volumes[name]  # amount = concentration × volume
-    out = {"initial": tot["initial"], "secreted": tot["secreted"], "produced": tot.get("produced", zero),
-           "inflow": tot["inflow"], "outflow": tot["outflow"], "fields": fields, "bound": bound,
-           "matrix": on_matrix, "compartments": pools, "internalised": tot["internalised"],
-           "uptake": tot["uptake"], "decayed": tot["decayed"], "matrix_degraded": tot.get("matrix_degraded", zero),
-           "cleared": tot.get("cleared", zero)}
+    flow = {k: tot.get(k, zero) for k in BUDGET_FLOWS}  # a flow the model cannot move is not carried: 0
+    out = {"initial": tot["initial"], "secreted": flow["secreted"], "produced": flow["produced"],
+           "inflow": flow["inflow"], "outflow": flow["outflow"], "fields": fields, "bound": bound,
+           "matrix": on_matrix, "compartments": pools, "internalised": flow["internalised"],
+           "uptake": flow["uptake"], "decayed": flow["decayed"], "matrix_degraded": flow["matrix_degraded"],
+           "cleared": flow["cleared"]}
     out["residual"] = (out["initial"] + out["secreted"] + out["produced"] + out["inflow"] - out["outflow"]
                        - out["fields"] - out["bound"] - out["matrix"] - out["compartments"] - out["internalised"]
                        - out["uptake"] - out["decayed"] - out["matrix_degraded"] - out["cleared"])

@@ -37,7 +37,7 @@ from jaxcell.binding import binding_step
 from jaxcell.body import leak_step
 from jaxcell.cells import Cells, bound_ligand, coupling_weights, gather
 from jaxcell.exchange import Exchange, cell_exchange
-from jaxcell.medium import matrix_step
+from jaxcell.medium import MatrixRates, matrix_step
 from jaxcell.model import BUDGET_FLOWS
 from jaxcell.operators import Layout, split_signed
 
@@ -146,20 +146,25 @@ def _transport(ctx: Context, d: StepData) -> StepData:
 
 def _matrix(ctx: Context, d: StepData) -> StepData:
     m = ctx.model
-    fields, matrix = list(d.fields), list(d.matrix)
-    degraded = []
-    for i, s in enumerate(m.substrates):
-        if s.matrix is None:
-            degraded.append(jnp.zeros((), d.fields.dtype))
-            continue
-        L, M, deg = matrix_step(fields[i], matrix[i], s.matrix, ctx.dt)
-        if m.dirichlet_mask is not None:  # held voxels keep their value; their matrix does not evolve
-            L, M, deg = (jnp.where(m.dirichlet_mask, x0, x) for x, x0 in ((L, fields[i]), (M, matrix[i]),
-                                                                           (deg, 0.0)))
-        fields[i], matrix[i] = L, M
-        degraded.append(jnp.sum(deg) * m.grid.voxel_volume)
-    flows = {**d.flows, "matrix_degraded": d.flows["matrix_degraded"] + jnp.stack(degraded)}
-    return d._replace(fields=jnp.stack(fields), matrix=jnp.stack(matrix), flows=flows)
+    dtype = d.fields.dtype
+    tail = (1,) * m.grid.ndim
+
+    def per_substrate(what: str) -> jax.Array:
+        # (S, 1, ...) numbers, or (S, *grid.shape) when a substrate has a map; a substrate without a
+        # matrix gets 0 sites, for which the step below leaves its field unchanged exactly
+        vals = [jnp.asarray(0.0 if s.matrix is None else getattr(s.matrix, what), dtype) for s in m.substrates]
+        if all(v.ndim == 0 for v in vals):
+            return jnp.stack(vals).reshape((-1,) + tail)
+        return jnp.stack([jnp.broadcast_to(v, m.grid.shape) for v in vals])
+
+    # all substrates in one elementwise pass over (S, *grid.shape): no per-substrate slices and restacking
+    rates = MatrixRates(*(per_substrate(w) for w in MatrixRates._fields))
+    L, M, deg = matrix_step(d.fields, d.matrix, rates, ctx.dt)
+    if m.dirichlet_mask is not None:  # held voxels keep their value; their matrix does not evolve
+        L, M, deg = (jnp.where(m.dirichlet_mask, x0, x) for x, x0 in ((L, d.fields), (M, d.matrix), (deg, 0.0)))
+    degraded = jnp.sum(deg.reshape(deg.shape[0], -1), axis=1) * m.grid.voxel_volume
+    flows = {**d.flows, "matrix_degraded": d.flows["matrix_degraded"] + degraded}
+    return d._replace(fields=L, matrix=M, flows=flows)
 
 
 def _leak(ctx: Context, d: StepData) -> StepData:
@@ -286,18 +291,20 @@ HELD = Stage("held voxels", _held)
 
 
 class Plan(NamedTuple):
-    """The stages of every step of a call, and what is computed once per call instead."""
+    """The stages of every step of a call, what is computed once per call instead, and the budget
+    flows the stages can move (the others stay 0)."""
 
     stages: tuple[Stage, ...]
     coupling_once: bool
     exchange_once: bool
+    flows: tuple[str, ...] = FLOWS
 
 
 def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None = None) -> Plan:
     """Which stages run in each step (static: fixed before compiling)."""
     medium = ((MATRIX,) if model.has_matrix else ()) + ((LEAK,) if model.compartments else ())
     if cells is None:
-        return Plan((TRANSPORT, *medium), False, False)
+        return Plan((TRANSPORT, *medium), False, False, model.flows)
     before = [RESPONSES] if model.responses else []
     after = [behaviour_stage(behaviour)] if behaviour is not None else []
     changed = frozenset().union(*(s.changes for s in before + after))
@@ -316,7 +323,7 @@ def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None
         if model.dirichlet_mask is not None:
             stages.append(HELD)
     stages.extend(after)
-    return Plan(tuple(stages), not per_step_coupling, not per_step_exchange)
+    return Plan(tuple(stages), not per_step_coupling, not per_step_exchange, model.flows)
 
 
 def loop_constants(model: Any, cells: Cells | None, p: Plan) -> tuple[Any, Any]:
@@ -329,7 +336,8 @@ def loop_constants(model: Any, cells: Cells | None, p: Plan) -> tuple[Any, Any]:
 
 
 def add_compensated(totals: dict, flows: dict) -> dict:
-    """``totals[k] += flows[k]`` for every flow, with Kahan compensation kept in ``totals["compensation"]``.
+    """``totals[k] += flows[k]`` for every flow in ``flows``, with Kahan compensation kept in
+    ``totals["compensation"]``; totals of flows not given stay as they are.
 
     A float32 total that grows by small per-step amounts loses their low bits at
     every addition (measured: 2.2e-4 relative drift of the budget after 36,000
@@ -337,8 +345,8 @@ def add_compensated(totals: dict, flows: dict) -> dict:
     the sum however many steps are taken.
     """
     comp = totals["compensation"]
-    out, new_comp = dict(totals), {}
-    for k in FLOWS:
+    out, new_comp = dict(totals), dict(comp)
+    for k in flows:
         y = flows[k] - comp[k]
         s = totals[k] + y
         new_comp[k] = (s - totals[k]) - y
@@ -357,7 +365,8 @@ def make_step(ctx: Context, p: Plan) -> Callable[[Any], Any]:
                      t + ctx.dt.astype(t.dtype), n + 1, matrix, comps)
         for stage in p.stages:
             d = stage.fn(ctx, d)
-        totals = add_compensated(totals, d.flows)
+        # only the flows this model can have: a flow that is always 0 costs nothing then
+        totals = add_compensated(totals, {k: d.flows[k] for k in p.flows})
         fields = d.fields
         if ctx.sharding is not None:
             # keeps the split through the loop; XLA pads an axis that does not divide

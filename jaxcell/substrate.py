@@ -11,8 +11,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxcell._node import as_float, check_nonneg, node, static_field
+from jaxcell._node import as_float, check_nonneg, is_concrete, node, static_field
 from jaxcell.body import Leak
 from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.medium import Matrix, check_flow, check_map, check_velocity
@@ -49,7 +50,7 @@ class Substrate:
     diffusion: jax.Array
     decay: jax.Array
     boundary: dict
-    production: jax.Array
+    production: jax.Array | None
     velocity: jax.Array | None
     matrix: Any
     leak: Any
@@ -81,7 +82,8 @@ class Substrate:
         object.__setattr__(self, "diffusion", d)
         object.__setattr__(self, "decay", k)
         object.__setattr__(self, "boundary", normalise(dict(boundary or {}), name))
-        object.__setattr__(self, "production", q)
+        # None when it is 0: a static fact that survives jit (no production stage, no "produced" flow)
+        object.__setattr__(self, "production", None if is_concrete(q) and not np.any(np.asarray(q)) else q)
         object.__setattr__(self, "velocity", v)
         object.__setattr__(self, "matrix", matrix)
 
@@ -105,7 +107,8 @@ class Substrate:
         """Refuse grid-shaped values of the wrong shape and flow through a no-flux face."""
         faces = self.faces(grid.ndim)
         for what, val, unit in (("diffusion", self.diffusion, "µm²/s"), ("decay", self.decay, "1/s"),
-                                ("production", self.production, "amount/(µm^ndim·s)")):
+                                ("production", 0.0 if self.production is None else self.production,
+                                 "amount/(µm^ndim·s)")):
             check_map(val, grid.shape, f"Substrate {self.name!r} {what}", unit)
         if self.matrix is not None:
             check_map(self.matrix.sites, grid.shape, f"Substrate {self.name!r} matrix sites", "sites/µm^ndim")

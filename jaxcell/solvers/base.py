@@ -26,9 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxcell._node import is_concrete
 from jaxcell.exchange import Exchange
 from jaxcell.medium import Heterogeneous
 from jaxcell.operators import Faces, Layout, Uniform
@@ -160,7 +158,7 @@ def medium_features(s: Any) -> set[str]:
         out.add("diffusion map")
     if jnp.ndim(s.decay):
         out.add("decay map")
-    if not (is_concrete(s.production) and not np.any(np.asarray(s.production))):
+    if s.production is not None:
         out.add("production")
     if s.velocity is not None:
         out.add("flow")

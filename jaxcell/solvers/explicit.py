@@ -22,7 +22,7 @@ from jax import lax
 from jaxcell._node import concrete_max, is_concrete
 from jaxcell.grid import Grid
 from jaxcell.medium import max_speed
-from jaxcell.operators import Layout, split_signed
+from jaxcell.operators import Layout, rate_sum, split_signed
 from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 
 SUBSTEPS_WARN = 1000  # sub-steps per step beyond which a unit slip is more likely than intent
@@ -138,7 +138,7 @@ class Explicit(Solver):
             # held voxels do not evolve: no decay, no face flow of their own; they supply
             # what diffuses into their free neighbours (the same books as the implicit solver)
             inflow, outflow = op.face_amounts([c] * grid.ndim, h, p.mask)
-            decayed = h * vol * jnp.sum(p.k * (new if p.mask is None else jnp.where(p.mask, 0, new)))
+            decayed = h * vol * rate_sum(p.k, new if p.mask is None else jnp.where(p.mask, 0, new))
             z = jnp.zeros((), c.dtype)
             secreted = uptake = z
             if lam is not None:

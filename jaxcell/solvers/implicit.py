@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxcell._node import is_concrete
 from jaxcell.medium import max_speed
-from jaxcell.operators import Layout, along_axis
+from jaxcell.operators import Layout, along_axis, rate_sum
 from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 
 
@@ -107,7 +107,7 @@ class Implicit(Solver):
         if p.mask is not None:
             hi, ho = op.held_amounts(ceff, dt, p.mask)
             inflow, outflow = inflow + hi, outflow + ho
-        decayed = dt * vol * jnp.sum(p.k * c0 * free)
+        decayed = dt * vol * rate_sum(p.k, c0 * free)
         if ex is None:
             secreted = uptake = jnp.zeros((), c.dtype)
         else:

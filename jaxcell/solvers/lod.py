@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcell.operators import Layout, along_axis
+from jaxcell.operators import Layout, along_axis, rate_sum
 from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 from jaxcell.solvers.implicit import refuse_held_on_periodic, refuse_periodic_medium
 
@@ -60,7 +60,7 @@ class LOD(Solver):
                 res = jnp.where(p.mask, 0, res)
             c = rhs + along_axis(functools.partial(solve, axis=a), res, a, layout)
             ceff.append(c)
-            decayed = decayed + vol * jnp.sum(rho * c * free)
+            decayed = decayed + vol * rate_sum(rho, c * free)
         # every sweep's face flux acted on that sweep's own result
         inflow, outflow = op.face_amounts(ceff, dt, p.mask)
         if p.mask is not None:
