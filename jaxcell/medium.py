@@ -354,14 +354,19 @@ def matrix_step(L: jax.Array, M: jax.Array, m: Matrix | MatrixRates, dt: jax.Arr
     """
     B = jnp.asarray(m.sites, L.dtype)
     a, r, g = (jnp.asarray(x, L.dtype) for x in (m.kon, m.koff, m.degradation))
-    T = L + M
+    # per-substrate numbers first, so that a voxel costs one square root and one division
+    da = dt * a
     eg = 1 + dt * g
-    alpha = dt * a * eg
-    beta = dt * a * (T + eg * B) + 1 + dt * (r + g)
-    gamma_ = dt * a * T * B + M
-    disc = jnp.maximum(beta**2 - 4 * alpha * gamma_, 0.0)
+    four_alpha = 4 * da * eg
+    c1 = 1 + dt * (r + g)
+    inv_eg = 1 / eg
+    daB = da * B
+    T = L + M
+    beta = da * T + eg * daB + c1
+    gamma_ = daB * T + M
+    disc = jnp.maximum(beta * beta - four_alpha * gamma_, 0.0)
     M_new = 2 * gamma_ / (beta + jnp.sqrt(disc))
-    M_new = jnp.clip(M_new, 0.0, jnp.minimum(B, T / eg))
+    M_new = jnp.clip(M_new, 0.0, jnp.minimum(B, T * inv_eg))
     degraded = dt * g * M_new
     L_new = jnp.maximum(T - M_new - degraded, 0.0)
     return L_new, M_new, degraded
