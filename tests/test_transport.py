@@ -102,7 +102,7 @@ def test_v2_mass_conservation_and_per_step_mass_law(solver, theta):
     implicit θ=1 M' = (M + ΔtS)/(1 + kΔt); implicit θ=1/2 M'(1 + kΔt/2) = M(1 − kΔt/2) + ΔtS;
     lod M' = M/(1 + kΔt/2)² + ΔtS (2D: k/2 per sweep, then secretion); explicit (n sub-steps of
     h = Δt/n, decay and secretion implicit in each) M_{j+1} = (M_j + hS)/(1 + kh);
-    spectral (secretion in two half-steps around the exact transport) M' = e^{−kΔt}(M + ΔtS/2) + ΔtS/2."""
+    spectral (secretion integrated exactly with the transport) M' = e^{−kΔt}M + (1 − e^{−kΔt})S/k."""
     model = _v2_model(solver, theta)
     grid = model.grid
     rng = np.random.default_rng(1)
@@ -132,7 +132,7 @@ def test_v2_mass_conservation_and_per_step_mass_law(solver, theta):
         for _ in range(nsub):
             expect = (expect + dt / nsub * S) / (1 + k * dt / nsub)
     else:
-        expect = np.exp(-k * dt) * (M + dt * S / 2) + dt * S / 2
+        expect = np.exp(-k * dt) * M - np.expm1(-k * dt) / k * S
     np.testing.assert_allclose(mass[1:, 2], expect, rtol=1e-12, atol=0)
     b = jc.budget(state)
     # totals are sums of 1e4 per-step amounts: round-off ≈ n·ε·scale ≈ 2e-12·scale

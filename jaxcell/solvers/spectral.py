@@ -1,9 +1,11 @@
 """``solver="spectral"``: exponential integrator, exact in time for the uniform linear part.
 
-DCT-II on no-flux/flux axes, FFT on periodic ones (the faces' ``spectral_basis``);
-cell exchange as exact local half-steps around the transport (Strang splitting,
-second order in dt). Faces without a uniform eigenbasis (Dirichlet, Robin) and
-held voxels are refused.
+DCT-II on no-flux/flux axes, FFT on periodic ones (the faces' ``spectral_basis``).
+Constant sources (face fluxes, the tissue's production and the cells' zero-order
+secretion) are integrated exactly with φ1, so a run without uptake is exact in
+time at any dt; cell uptake (with its saturation source) acts in exact local
+half-steps around the transport (Strang splitting, second order in dt). Faces
+without a uniform eigenbasis (Dirichlet, Robin) and held voxels are refused.
 """
 
 from __future__ import annotations
@@ -87,7 +89,13 @@ class Spectral(Solver):
         cos_axes, fft_axes = spectral_axes(grid, p.faces)
         vol = grid.voxel_volume
         secreted = uptake = jnp.zeros((), c.dtype)
+        export = None
         if ex is not None:
+            # the cells' zero-order secretion is a constant source like the faces': integrated exactly
+            # with the transport below (no undiffused spike per step); uptake, with the saturation
+            # source that comes with it, stays in exact local half-steps around the transport
+            export = ex.export
+            ex = ex._replace(export=jnp.zeros_like(ex.export))
             c, secreted, uptake = exact_exchange(c, ex, dt / 2, vol)
         z = (p.D * spectral_eigenvalues(grid, cos_axes, c.dtype) - p.k) * dt
         # e^z and φ1 each from their own accurate formula: derived from one another they
@@ -96,14 +104,17 @@ class Spectral(Solver):
         ch = to_spectral(c, cos_axes, fft_axes, layout)
         rhs = jnp.exp(z) * ch
         produced = jnp.zeros((), c.dtype)
-        if all(f.periodic or f.no_inflow() for f in p.faces) and p.q is None:
-            # no face source and no production (statically known): skip their transform
+        if all(f.periodic or f.no_inflow() for f in p.faces) and p.q is None and export is None:
+            # no face source, production or secretion (statically known): skip their transform
             src_total = jnp.zeros((), c.dtype)
         else:
             src = face_source(grid, p.D, p.faces, dtype=c.dtype)
             if p.q is not None:  # the tissue's production: a constant source like the faces'
                 src = src + p.q
                 produced = dt * vol * jnp.sum(jnp.broadcast_to(p.q, grid.shape))
+            if export is not None:
+                src = src + export
+                secreted = secreted + dt * vol * jnp.sum(export)
             # the barrier keeps XLA from constant-folding the transform of a constant source
             src = lax.optimization_barrier(src)
             rhs = rhs + dt * p1 * to_spectral(src, cos_axes, fft_axes, layout)
