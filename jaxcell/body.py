@@ -79,7 +79,13 @@ class Leak:
             raise ValueError(f"Leak compartment must be a compartment's name, got {compartment!r}")
         r = as_float(rate, "Leak rate")
         check_nonneg(r, "Leak rate", "1/s")
-        w = None if where is None else jnp.asarray(where, bool)
+        w = None
+        if where is not None:
+            dtype = np.asarray(where).dtype if is_concrete(where) else jnp.result_type(where)
+            if dtype != np.bool_:  # a cast would make every nonzero number "leaks"
+                raise ValueError("Leak where must be a bool mask of the grid's shape (True: the voxel leaks), got "
+                                 f"dtype {dtype}; write e.g. where=(x > 260.0)")
+            w = jnp.asarray(where, bool)
         object.__setattr__(self, "compartment", compartment)
         object.__setattr__(self, "rate", r)
         object.__setattr__(self, "where", w)

@@ -11,8 +11,9 @@ Two parts, each used by every solver that supports it:
 
       F = (D_f/h)·B(−Pe)·c_i − (D_f/h)·B(Pe)·c_{i+1},   Pe = u·h/D_f,   B(x) = x/(eˣ − 1),
 
-  which is conservative, never makes a concentration negative (both
-  coefficients are ≥ 0: an M-matrix), reduces to central differences when
+  which is conservative, has both coefficients ≥ 0 (an M-matrix: a backward-Euler
+  step, or a forward step within its limit, keeps values positive; the ADI of the
+  implicit solver does not), reduces to central differences when
   ``|Pe| ≪ 1`` and to first-order upwind when ``|Pe| ≫ 1``, and is exact for a
   one-dimensional steady advection-diffusion profile at any Péclet number. It
   has the same methods as :class:`jaxcell.operators.Uniform`, so the solvers
@@ -345,31 +346,45 @@ def matrix_step(L: jax.Array, M: jax.Array, m: Matrix | MatrixRates, dt: jax.Arr
                                                                                               jax.Array]:
     """One backward-Euler step of the binding above per voxel: ``(L', M', degraded)``.
 
-    Backward Euler of the 2×2 system is one quadratic per voxel in M' (its
-    smaller root, in the cancellation-free form): unconditionally stable, keeps
-    ``0 <= M' <= sites`` and ``L' >= 0`` for any ``dt``, and reaches the local
-    equilibrium when binding is fast (``kon·sites·dt ≫ 1``). The books close
-    exactly: ``L' + M' = L + M − dt·degradation·M'``; ``degraded`` is that amount
-    per unit volume (``grid.shape``).
+    Backward Euler of the 2×2 system conserves ``L' + (1 + dt·degradation)·M' = L + M``,
+    which leaves one quadratic per voxel; both unknowns are taken from their own
+    quadratic by the cancellation-free root formula (``L' = T − M'`` would lose the
+    free ligand to round-off in float32 when nearly all of it is bound, and
+    ``M' = T − L'`` the bound one when little binds). Unconditionally stable; keeps
+    ``0 <= M' <= sites`` and ``L' >= 0`` for any ``dt`` (a negative ``L`` from an
+    undershooting transport step is left as it is, unbound); reaches the local
+    equilibrium when binding is fast (``kon·sites·dt ≫ 1``). The books close to
+    round-off: ``L' + M' + degraded = L + M``, ``degraded`` (``grid.shape``, per unit
+    volume) being ``dt·degradation·M'``.
     """
     B = jnp.asarray(m.sites, L.dtype)
     a, r, g = (jnp.asarray(x, L.dtype) for x in (m.kon, m.koff, m.degradation))
-    # per-substrate numbers first, so that a voxel costs one square root and one division
+    # a transport step that undershoots (ADI) can hand over a slightly negative L: only its positive
+    # part binds, the rest stays free as it was (feeding a negative L to the quadratics amplified it)
+    below = jnp.minimum(L, 0)
+    L = L - below
+    # per-substrate numbers first, so that a voxel costs two square roots and two divisions
     da = dt * a
     eg = 1 + dt * g
-    four_alpha = 4 * da * eg
     c1 = 1 + dt * (r + g)
-    inv_eg = 1 / eg
     daB = da * B
     T = L + M
+    # M': da·eg·M'² − (da·T + eg·daB + c1)·M' + (daB·T + M) = 0, smaller root
     beta = da * T + eg * daB + c1
     gamma_ = daB * T + M
-    disc = jnp.maximum(beta * beta - four_alpha * gamma_, 0.0)
+    disc = jnp.maximum(beta * beta - 4 * da * eg * gamma_, 0.0)
     M_new = 2 * gamma_ / (beta + jnp.sqrt(disc))
-    M_new = jnp.clip(M_new, 0.0, jnp.minimum(B, T * inv_eg))
+    M_new = jnp.clip(M_new, 0.0, jnp.minimum(B, T / eg))
+    # L': da·L'² + b·L' − (eg·L + dt·r·T) = 0 with b = eg + dt·r + da·(eg·B − T), positive root;
+    # b may be negative (more ligand than sites), so the stable form depends on its sign
+    b = eg + dt * r + eg * daB - da * T
+    cc = eg * L + dt * r * T
+    root = jnp.sqrt(b * b + 4 * da * cc)
+    safe_da = jnp.where(da > 0, da, 1.0)
+    L_new = jnp.where(b >= 0, 2 * cc / jnp.where(b + root > 0, b + root, 1.0), (root - b) / (2 * safe_da))
+    L_new = jnp.clip(L_new, 0.0, T)
     degraded = dt * g * M_new
-    L_new = jnp.maximum(T - M_new - degraded, 0.0)
-    return L_new, M_new, degraded
+    return L_new + below, M_new, degraded
 
 
 def check_map(x: Any, shape: tuple[int, ...], what: str, unit: str) -> None:

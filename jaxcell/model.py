@@ -265,6 +265,8 @@ class Model:
             raise ValueError(f"matrix must have shape (S, *grid.shape) = {shape}, got {m.shape}")
         check_nonneg(m, "matrix", "amount/µm^ndim", "bound amounts are non-negative")
         for i, s in enumerate(self.substrates):
+            if s.matrix is not None and not is_concrete(s.matrix.sites):
+                continue  # traced sites (inside jit): not checkable here
             sites = 0.0 if s.matrix is None else np.asarray(s.matrix.sites)
             if is_concrete(m) and np.any(np.asarray(m[i]) > sites * (1 + 1e-6)):
                 raise ValueError(f"matrix for substrate {s.name!r} exceeds its sites ({np.max(sites):g} "

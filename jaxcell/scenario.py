@@ -545,6 +545,11 @@ def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
     if comp_cfg:
         config["compartments"] = comp_cfg
     substrates, config["substrates"] = _read_substrates(c, raw["substrates"], grid, [cp.name for cp in compartments])
+    for i, cp in enumerate(compartments):
+        if not any(s.leak is not None and s.leak.compartment == cp.name for s in substrates):
+            raise c.err(f"compartments[{i}]", f"no substrate leaks into {cp.name!r}",
+                        f"add leak = {{ compartment = {cp.name!r}, rate = ... }} to a [[substrates]] table, or "
+                        "remove the compartment")
     names = [s.name for s in substrates]
     run, config["run"] = _read_run(c, raw.get("run", {}))
     pops, types, config["cells"] = _read_populations(c, raw.get("cells", []), grid, names, run.seed, base)
@@ -668,6 +673,9 @@ def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict, compartme
     cfg["production"] = out["production"]
     out["velocity"] = None
     if "velocity" in s:
+        if not isinstance(s["velocity"], list):  # a number would silently become a diagonal flow
+            raise c.err(f"{key}.velocity", f"must be a list of {grid.ndim} numbers (µm/s, one per axis), got "
+                        f"{s['velocity']!r}", f"write velocity = {[1.0] + [0.0] * (grid.ndim - 1)} for flow along x")
         out["velocity"] = c.vector(s["velocity"], f"{key}.velocity", grid.ndim, "µm/s")
         cfg["velocity"] = list(out["velocity"])
     out["matrix"], sites = None, None
@@ -703,6 +711,8 @@ def _read_medium(c: Checker, s: dict, key: str, grid: Grid, cfg: dict, compartme
         r = c.table(r, rkey)
         c.keys(r, rkey, _REGION, required=("shape",))
         mask, rcfg = _region(c, r, rkey, grid)
+        if not set(r) & {"diffusion", "decay", "production", "sites", "leak"}:
+            raise c.err(rkey, "sets nothing", "give it diffusion, decay, production, sites or leak")
         for what, unit in (("diffusion", "µm²/s"), ("decay", "1/s"), ("production", "amount/(µm^ndim·s)"),
                            ("sites", "sites/µm^ndim"), ("leak", "1/s")):
             if what not in r:
@@ -1269,7 +1279,8 @@ def _region(c: Checker, v: dict, key: str, grid: Grid) -> tuple[np.ndarray, dict
         cfg.update(axis=axis, center=ctr.tolist(), radius=rad)
     mask = np.broadcast_to(mask, grid.shape).copy()  # a cylinder's mask is constant along its axis
     if not mask.any():
-        raise c.err(key, "the region contains no voxel centre", "enlarge it or move it inside the domain")
+        what = "vessel" if key == "vessel" else "region"
+        raise c.err(key, f"the {what} contains no voxel centre", "enlarge it or move it inside the domain")
     cfg["voxels"] = int(mask.sum())
     return mask, cfg
 

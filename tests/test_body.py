@@ -149,6 +149,8 @@ def test_bad_compartments_are_refused():
         jc.Compartment("blood", 1.0, -1.0)
     with pytest.raises(ValueError, match="Leak rate must be >= 0"):
         jc.Leak("blood", -1.0)
+    with pytest.raises(ValueError, match="Leak where must be a bool mask"):
+        jc.Leak("blood", 1.0, where=np.full((10,), 0.3))
     with pytest.raises(ValueError, match="leaks into compartment 'blood', which the model lacks"):
         jc.Model(g, jc.Substrate("s", 1.0, leak=jc.Leak("blood", 1.0)))
     with pytest.raises(ValueError, match=r"leak rate must be a number or an array of the grid's shape \(10,\)"):
@@ -224,6 +226,7 @@ leak = 2e-3""")
     ('leak = { compartment = "blood", rate = -1.0 }', BLOOD, r"leak.rate"),
     ("[[substrates.regions]]\nshape = 'box'\nlo = [0, 0]\nhi = [5, 20]\nleak = 1.0", BLOOD, "has no leak"),
     ("", '[[compartments]]\nname = "blood"\nvolume = 0.0', r"compartments\[0\].volume"),
+    ("", BLOOD, r"compartments\[0\]: no substrate leaks into 'blood'"),
 ])
 def test_scenario_compartment_errors_name_the_key(tmp_path, extra, comps, match):
     from jaxcell.scenario import ScenarioError

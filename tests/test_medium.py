@@ -118,6 +118,22 @@ def test_matrix_with_production_in_a_closed_box_conserves_and_equilibrates(solve
     assert abs(float(b["residual"][0])) < 1e-12 * made
 
 
+def test_matrix_step_keeps_the_free_ligand_accurate_in_float32_when_nearly_all_is_bound():
+    """K_d = 1e-7 with 3 sites: the free ligand is 5.5e-7 of the total; float32 gives it to 1e-5, not to the
+    ~10 % a subtraction T − M' would leave (the float64 step is the reference)."""
+    from jaxcell.medium import matrix_step
+
+    mat = jc.Matrix(3.0, 1e4, 1e-3)
+    L64, M64, _ = matrix_step(jnp.float64(1.0), jnp.float64(0.0), mat, jnp.float64(100.0))
+    with jax.enable_x64(False):
+        L32, M32, _ = matrix_step(jnp.float32(1.0), jnp.float32(0.0), mat, jnp.float32(100.0))
+    assert float(L32) == pytest.approx(float(L64), rel=1e-5)
+    assert float(M32) == pytest.approx(float(M64), rel=1e-6)
+    # a slightly negative free ligand (an undershooting transport step) is left unbound, not amplified
+    L2, M2, _ = matrix_step(jnp.float64(-1e-3), jnp.float64(0.5), mat, jnp.float64(100.0))
+    assert float(L2) >= -1e-3 and 0 <= float(M2) <= 3.0
+
+
 def test_matrix_step_is_exact_in_its_books_and_stays_in_bounds():
     """Any dt: 0 ≤ M' ≤ sites, L' ≥ 0, L' + M' + degraded = L + M."""
     from jaxcell.medium import matrix_step
@@ -257,6 +273,19 @@ def test_uniform_flow_dense_line_solve_equals_the_per_line_sweep(solver):
     np.testing.assert_allclose(out[0], out[1], rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.parametrize("face", [jc.Dirichlet(0.0), jc.Robin(50.0)])
+def test_explicit_with_flow_stays_positive_next_to_conducting_faces(face):
+    """A unit pulse in the voxel next to a Dirichlet or Robin face, flow towards it: one step of any length
+    (the solver sub-steps for positivity) never goes below 0."""
+    g = jc.Grid((20,), 10.0)
+    s = jc.Substrate("a", 100.0, 0.0, velocity=(5.0,), boundary={"x-": jc.Dirichlet(0.0), "x+": face})
+    m = jc.Model(g, [s], solver="explicit")
+    f = np.zeros((1, 20))
+    f[0, -1] = 1.0
+    for dt in (0.05, 0.5, 5.0):
+        assert float(jc.simulate(m, m.init(fields=f), dt, dt)[0].fields.min()) >= 0.0
+
+
 @pytest.mark.parametrize("solver", ["explicit", "lod"])
 def test_strong_flow_never_negative(solver):
     """Cell Péclet 50, a point pulse, Courant 2.5 (lod): every value stays >= 0 (M-matrix steps)."""
@@ -315,6 +344,16 @@ def test_gradients_match_finite_differences():
         fd = _fd(f, p0[i], eps)
         assert float(grads[i]) == pytest.approx(fd, rel=1e-5), i
         assert abs(fd) > 1e-8  # each parameter matters to the readout
+
+
+def test_model_with_traced_sites_builds_inside_jit():
+    g = jc.Grid((12, 8), 5.0)
+
+    def bound(sites):
+        m = jc.Model(g, jc.Substrate("a", 10.0, 1e-3, matrix=jc.Matrix(sites, 0.01, 0.01)))
+        return m.init(matrix=jnp.full((1, 12, 8), 0.1)).matrix.sum()
+
+    assert float(jax.jit(bound)(3.0)) == pytest.approx(0.1 * 96)
 
 
 def test_traced_maps_do_not_recompile():
@@ -439,6 +478,8 @@ production = 1e-3""")
     ("[[substrates.regions]]\nshape = 'box'\nlo = [0, 0]\nhi = [5, 8]\nsites = 1.0", "has no matrix"),
     ("[[substrates.regions]]\nshape = 'box'\nlo = [0, 0]\nhi = [5, 8]\ndifusion = 1.0", "diffusion"),
     ("production = -1.0", r"substrates\[0\].production"),
+    ("velocity = 1.0", r"substrates\[0\].velocity: must be a list of 2 numbers"),
+    ("[[substrates.regions]]\nshape = 'box'\nlo = [0, 0]\nhi = [5, 8]", r"regions\[0\]: sets nothing"),
 ])
 def test_scenario_medium_errors_name_the_key(tmp_path, extra, match):
     from jaxcell.scenario import ScenarioError

@@ -30,18 +30,20 @@ SUBSTEPS_MAX = 100_000  # refused beyond: hours per step at 100³, and 4e9 overf
 
 
 def stability_rate(grid: Grid, D: float, speed: Any = None) -> float:
-    """FTCS transport needs dt·rate ≤ 2 (1/s): rate = 4D Σ 1/h² + 2 Σ |u_a|/h_a. Decay and uptake are implicit.
+    """FTCS sub-steps need dt·rate ≤ 2 (1/s). Decay and uptake are implicit.
 
-    A Dirichlet face adds 2D/h² to its voxel's diagonal, which stays inside the
-    interior voxels' 4D/h² per axis; a Robin face adds less than Dirichlet. With
-    flow (``speed``: the largest |u| per axis, µm/s) each face's coefficients are
-    at most D/h + |u| (:mod:`jaxcell.medium`), so under the limit every
-    sub-step is a positive combination of the old values: never negative.
+    Without flow, rate = 4D Σ 1/h² (stability: a Dirichlet face adds 2D/h² to its
+    voxel's diagonal, which stays inside the interior voxels' 4D/h² per axis; a
+    Robin face adds less). With flow (``speed``: the largest |u| per axis, µm/s)
+    the limit is the stricter one that keeps every sub-step a positive combination
+    of the old values: a voxel's outflow coefficients sum to at most
+    Σ_a (3D/h_a + 2|u_a|)/h_a (two faces of at most D/h + |u| each, or one such face
+    and a Dirichlet face's 2D/h plus the outflowing |u| at the domain's edge), so
+    rate = 2 Σ_a (3D/h_a² + 2|u_a|/h_a) and no value turns negative.
     """
-    rate = 4 * D * sum(1 / h**2 for h in grid.spacing)
-    if speed is not None:
-        rate += 2 * sum(float(u) / h for u, h in zip(speed, grid.spacing))
-    return rate
+    if speed is None:
+        return 4 * D * sum(1 / h**2 for h in grid.spacing)
+    return 2 * sum(3 * D / h**2 + 2 * float(u) / h for u, h in zip(speed, grid.spacing))
 
 
 def substeps(grid: Grid, D_max: float, dt: float, speed: Any = None) -> int:
@@ -92,15 +94,17 @@ class Explicit(Solver):
             n = substeps(model.grid, d, dt, speed)
             if n > SUBSTEPS_MAX:
                 dt_ok = 2 * SUBSTEPS_MAX / stability_rate(model.grid, d, speed)
+                flow = "" if speed is None else f", flow up to {float(max(speed)):g} µm/s"
                 raise ValueError(f"solver='explicit' would take {n:.3g} FTCS sub-steps per step for Substrate "
-                                 f"{s.name!r} (D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s; at "
-                                 f"most {SUBSTEPS_MAX}): use dt <= {dt_ok:.3g} s or solver='implicit', and check "
-                                 "that D is in µm²/s and the spacing in µm")
+                                 f"{s.name!r} (D = {d:g} µm²/s{flow}, spacing {model.grid.spacing} µm, dt = {dt:g} s; "
+                                 f"at most {SUBSTEPS_MAX}): use dt <= {dt_ok:.3g} s or solver='implicit', and check "
+                                 f"that D is in µm²/s{', the velocity in µm/s' if flow else ''} and the spacing in µm")
             if n > SUBSTEPS_WARN:
+                flow = "" if speed is None else f", flow up to {float(max(speed)):g} µm/s"
                 warnings.warn(f"solver='explicit' takes {n} FTCS sub-steps per step for Substrate {s.name!r} "
-                              f"(D = {d:g} µm²/s, spacing {model.grid.spacing} µm, dt = {dt:g} s): check that D is "
-                              "in µm²/s and the spacing in µm, or use solver='implicit'", RuntimeWarning,
-                              stacklevel=4)
+                              f"(D = {d:g} µm²/s{flow}, spacing {model.grid.spacing} µm, dt = {dt:g} s): check that "
+                              f"D is in µm²/s{', the velocity in µm/s' if flow else ''} and the spacing in µm, or use "
+                              "solver='implicit'", RuntimeWarning, stacklevel=4)
             out.append(n)
         return tuple(out)
 
