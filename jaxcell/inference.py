@@ -120,17 +120,20 @@ def _check_options(nuisance: Any, noise: Any, mode: Any) -> None:
         raise ValueError(f"mode must be None (automatic), 'forward' or 'reverse', got {mode!r}")
 
 
-def _check_observed(observed: Any, noise: str) -> np.ndarray:
+def _check_observed(observed: Any, noise: str, missing: bool = False) -> np.ndarray:
+    """``observed`` as float64; with ``missing``, NaN marks a missing point (at least one must be present)."""
     try:
         obs = np.asarray(observed, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError("observed must be an array of numbers") from None
     if obs.size == 0:
         raise ValueError("observed is empty")
-    if np.isnan(obs).any():
+    if np.isnan(obs).any() and not missing:
         bad = np.argwhere(np.isnan(obs))[0].tolist()
         raise ValueError(f"observed{bad} is NaN: remove missing points (and the matching predictions) before fitting")
-    if not np.isfinite(obs).all():
+    if np.isnan(obs).all():
+        raise ValueError("observed is NaN everywhere: there is nothing to fit")
+    if np.isinf(obs).any():
         raise ValueError("observed holds infinite values")
     if noise == "multiplicative" and (obs <= 0).any():
         bad = np.argwhere(obs <= 0)[0].tolist()
@@ -285,12 +288,15 @@ def _make_residual(predict: Predict, names: tuple[str, ...], shape: tuple[int, .
             raise ValueError(f"predict(params) returned shape {tuple(y.shape)} but observed has shape {shape}; "
                              "they must match element for element")
         y = y.reshape(-1).astype(o.dtype)
+        present = w > 0
+        if noise == "multiplicative":  # a missing point's prediction may be <= 0: keep its log finite
+            y = jnp.where(present, y, 1.0)
         a, b = _nuisance(y, o, w * w, nuisance, noise)
         if noise == "multiplicative":
             r = w * (jnp.log(o) - jnp.log(y) - jnp.log(a))
         else:
             r = w * (o - a * y - b)
-        return r, (a, b)
+        return jnp.where(present, r, 0.0), (a, b)
 
     return residual
 
@@ -319,9 +325,13 @@ def _compiled(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], 
 
 
 def _data(obs: np.ndarray, sigma: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
+    """Flat data and weights ``1/sigma``; a missing (NaN) point gets weight 0 and the placeholder value 1
+    (finite, and positive for the logarithm of multiplicative noise), so it counts in no sum."""
     dtype = float_dtype()
+    flat = obs.reshape(-1)
     w = 1.0 / sigma.reshape(-1) if sigma is not None else np.ones(obs.size)
-    return jnp.asarray(obs.reshape(-1), dtype), jnp.asarray(w, dtype)
+    missing = np.isnan(flat)
+    return jnp.asarray(np.where(missing, 1.0, flat), dtype), jnp.asarray(np.where(missing, 0.0, w), dtype)
 
 
 def objective(predict: Predict, observed: Any, *, nuisance: str | None = None, noise: str = "additive",
@@ -334,7 +344,7 @@ def objective(predict: Predict, observed: Any, *, nuisance: str | None = None, n
     Arguments as in :func:`fit`.
     """
     _check_options(nuisance, noise, None)
-    obs = _check_observed(observed, noise)
+    obs = _check_observed(observed, noise, missing=True)
     sig = _check_sigma(sigma, obs.shape)
 
     o, w = _data(obs, sig)
@@ -521,7 +531,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             scalars (traced) and the prediction shaped like ``observed``. Must
             be a JAX-traceable function (e.g. built on :func:`jaxcell.simulate`
             with concrete ``save_at`` times).
-        observed: measurements, any shape; no NaN.
+        observed: measurements, any shape; NaN marks a missing point, which
+            counts in no sum and no degree of freedom (its residual is 0).
         init: name -> starting value (> 0). Fitted in ``log`` space.
         nuisance: None, ``"scale"`` (unknown intensity factor ``a``: fluorescence
             in arbitrary units) or ``"scale+offset"`` (``a y + b``, additive
@@ -561,7 +572,7 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         A :class:`FitResult`.
 
     Raises:
-        ValueError: bad options, non-positive ``init``, NaN in ``observed``,
+        ValueError: bad options, non-positive ``init``, ``observed`` all NaN or infinite,
             non-positive ``observed`` with multiplicative noise, a prediction
             whose shape differs from ``observed``, or a prediction at ``init``
             that is not finite (or not positive, with multiplicative noise).
@@ -576,14 +587,15 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         (20.0, 3.0)
     """
     _check_options(nuisance, noise, mode)
-    obs = _check_observed(observed, noise)
+    obs = _check_observed(observed, noise, missing=True)
     sig = _check_sigma(sigma, obs.shape)
     names, theta0 = _check_init(init)
     lo, hi = _check_bounds(bounds, names, theta0)
     maxiter = int(maxiter)
     if maxiter < 0:
         raise ValueError(f"maxiter must be >= 0, got {maxiter}")
-    n, p_count = obs.size, len(names)
+    n_missing = int(np.isnan(obs).sum())
+    n, p_count = obs.size - n_missing, len(names)
     n_nuis = _N_NUISANCE[nuisance]
     dtype = float_dtype()
 
@@ -674,7 +686,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     if sig is None and n - p_count - n_nuis <= 0:
         warns.append(f"{n} observations for {p_count} parameters and {n_nuis} nuisance(s): no degrees of freedom "
                      "left to estimate the noise level, so standard errors are undefined (give sigma=)")
-    unc = _uncertainty(J[None], np.asarray([loss]), n_nuis, sig is not None, max_log_sd)
+    # a missing point is a zero row of J and r: it takes a degree of freedom away, like a nuisance
+    unc = _uncertainty(J[None], np.asarray([loss]), n_nuis + n_missing, sig is not None, max_log_sd)
     s2, cov, se, corr = float(unc.s2[0]), unc.covariance[0], unc.stderr[0], unc.correlation[0]
     unidentified = [_direction(unc.directions[0][:, i], names) for i in np.flatnonzero(unc.unidentified[0])]
     for u in unidentified:

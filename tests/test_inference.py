@@ -345,8 +345,8 @@ def test_clear_errors():
         fit(pred, obs[:4], {"lam": 1.0})
     with pytest.raises(ValueError, match="shape"):
         fit(lambda p: jnp.exp(-x / p["lam"])[None], obs, {"lam": 1.0})
-    with pytest.raises(ValueError, match="NaN"):
-        fit(pred, np.where(x > 5, np.nan, obs), {"lam": 1.0})
+    with pytest.raises(ValueError, match="NaN everywhere"):  # NaN marks a missing point; all missing is an error
+        fit(pred, np.full_like(obs, np.nan), {"lam": 1.0})
     with pytest.raises(ValueError, match="nuisance"):
         fit(pred, obs, {"lam": 1.0}, nuisance="gain")
     with pytest.raises(ValueError, match="noise"):
@@ -417,3 +417,31 @@ def test_uncertainty_matches_the_inverse_fisher_and_flags_a_null_direction():
     np.testing.assert_allclose(np.abs(v), [0.0, 2 ** -0.5, 2 ** -0.5], atol=1e-8)  # D-k-like ridge: (0, 1, -1)/√2
     assert v[1] * v[2] < 0
     np.testing.assert_array_equal(_uncertainty(j, loss, 1, sigma_given=True).s2, 1.0)
+
+
+def test_missing_points_marked_nan_give_the_fit_of_the_subset():
+    """NaN in observed marks a missing point: the fit (values, standard errors, noise level, scale) equals
+    the fit of the present points alone, for additive and multiplicative noise."""
+    x = np.linspace(0.0, 100.0, 41)
+    rng = np.random.default_rng(3)
+    truth = 2.5 * np.exp(-x / 23.0) + 0.1
+    obs = truth * np.exp(rng.normal(0, 0.05, x.size))
+    missing = np.zeros(x.size, bool)
+    missing[[0, 7, 8, 20, 33]] = True
+    keep = ~missing
+    with_nan = np.where(missing, np.nan, obs)
+    for noise, nuisance in (("additive", "scale+offset"), ("multiplicative", "scale")):
+        full = jc.fit(lambda p: jnp.exp(-jnp.asarray(x) / p["lam"]) + p["b"], with_nan,
+                      {"lam": 10.0, "b": 0.05}, nuisance=nuisance if noise == "multiplicative" else "scale",
+                      noise=noise)
+        sub = jc.fit(lambda p: (jnp.exp(-jnp.asarray(x) / p["lam"]) + p["b"])[keep], obs[keep],
+                     {"lam": 10.0, "b": 0.05}, nuisance=nuisance if noise == "multiplicative" else "scale",
+                     noise=noise)
+        for k in ("lam", "b"):
+            assert full.params[k] == pytest.approx(sub.params[k], rel=1e-6), (noise, k)
+            assert full.stderr[k] == pytest.approx(sub.stderr[k], rel=1e-5), (noise, k)
+        assert full.sigma == pytest.approx(sub.sigma, rel=1e-5)
+        assert full.scale == pytest.approx(sub.scale, rel=1e-6)
+        assert np.all(full.residuals[missing] == 0)
+    with pytest.raises(ValueError, match="NaN everywhere"):
+        jc.fit(lambda p: jnp.exp(-jnp.asarray(x) / p["lam"]), np.full(x.size, np.nan), {"lam": 10.0})
