@@ -523,7 +523,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         noise: str = "additive", sigma: Any = None, bounds: Mapping[str, tuple] | None = None,
         mode: str | None = None, maxiter: int = 100, ftol: float = 1e-10, xtol: float = 1e-10,
         gtol: float = 1e-10, max_log_sd: float = 1.0, rel_error_warn: float = 0.1, warmup_steps: int = 0,
-        fallback_steps: int = 100, adam_lr: float = 0.05) -> FitResult:
+        fallback_steps: int = 100, adam_lr: float = 0.05, optimizer: Any = None, max_steps: int = 500,
+        tol: float = 1e-8) -> FitResult:
     """Fit positive parameters of ``predict`` to ``observed`` by Levenberg–Marquardt in log space.
 
     Args:
@@ -562,6 +563,14 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             accepted step) before a tolerance is met, this many Adam steps are
             taken, once, and LM resumes from the best point seen.
         adam_lr: Adam's learning rate, in log-parameter units per step.
+        optimizer: an optax ``GradientTransformation`` (e.g. ``optax.lbfgs()``,
+            ``optax.adam(0.05)``) that drives the fit instead of Levenberg–Marquardt,
+            on the same loss (nuisances eliminated as above) and in log-parameters;
+            steps are clipped to ``bounds``. Standard errors are computed as for LM.
+        max_steps: at most this many optimizer steps (with ``optimizer=``).
+        tol: with ``optimizer=``, the fit stops when the norm of the loss's gradient
+            with respect to the log-parameters is at most ``tol``; ``fit.warnings``
+            says when it was not reached.
 
     LM is a local method: a start on the wrong side of a flat region (e.g. a
     relaxation time far shorter than the first snapshot) can end on a poor
@@ -636,6 +645,16 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     nu = 2.0
     used_fallback = False
     it = 0
+    if optimizer is not None:
+        residual = _make_residual(predict, names, obs.shape, nuisance, noise)
+        value_fn = jax.jit(lambda t: 0.5 * jnp.sum(residual(t, o, w)[0] ** 2))
+        theta, r, J, ab, loss, history, it, converged = _optax_fit(
+            optimizer, call, value_fn, theta, r, J, ab, loss, lo, hi, int(max_steps), float(tol), dtype)
+        if not converged:
+            warns.append(f"the optimizer did not reach |gradient| <= tol = {tol:g} in {it} steps (max_steps="
+                         f"{max_steps}); the loss went from {history[0]:.4g} to {loss:.4g}: raise max_steps, change "
+                         "the optimizer's settings, or use the default Levenberg–Marquardt")
+        maxiter = 0  # no LM iterations after it
     while it < maxiter:
         if loss == 0.0:
             converged = True
@@ -674,7 +693,7 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
                 mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
                 nu = 2.0
 
-    if not converged:
+    if not converged and optimizer is None:
         warns.append(f"the fit did not converge in {it} iterations (maxiter={maxiter}); the loss went from "
                      f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
     if refused and not converged:
@@ -716,6 +735,45 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         iterations=it,
         residuals=r,
     )
+
+
+def _optax_fit(optimizer: Any, call: Callable, value_fn: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray,
+               ab: tuple, loss: float, lo: np.ndarray, hi: np.ndarray, steps: int, tol: float,
+               dtype: Any) -> tuple:
+    """Minimise ``0.5 Σ r²`` over log-parameters with an optax transformation (host loop, one compiled
+    evaluation per step; line searches such as L-BFGS's call ``value_fn``). Returns the final
+    ``(theta, r, J, ab, loss, history, steps, converged)``."""
+    import optax  # only here, as in _adam
+
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise ValueError(f"optimizer must be an optax GradientTransformation (e.g. optax.lbfgs()), got {optimizer!r}")
+    if steps < 1 or not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"max_steps must be >= 1 and tol >= 0, got max_steps={steps}, tol={tol}")
+    opt = optax.with_extra_args_support(optimizer)
+    params = jnp.asarray(theta, dtype)
+    state = opt.init(params)
+    history = [loss]
+    g = J.T @ r
+    converged = False
+    it = 0
+    while it < steps:
+        if np.linalg.norm(g) <= tol:
+            converged = True
+            break
+        upd, state = opt.update(jnp.asarray(g, dtype), state, params, value=jnp.asarray(loss, dtype),
+                                grad=jnp.asarray(g, dtype), value_fn=value_fn)
+        t = np.clip(np.asarray(params, np.float64) + np.asarray(upd, np.float64), lo, hi)
+        r_t, J_t, ab_t, loss_t = call(t)
+        it += 1
+        if not np.isfinite(loss_t):
+            break
+        theta, r, J, ab, loss = t, r_t, J_t, ab_t, loss_t
+        params = jnp.asarray(theta, dtype)
+        g = J.T @ r
+        history.append(loss)
+    else:
+        converged = bool(np.linalg.norm(g) <= tol)
+    return theta, r, J, ab, loss, history, it, converged
 
 
 def _adam(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: tuple, loss: float,

@@ -445,3 +445,30 @@ def test_missing_points_marked_nan_give_the_fit_of_the_subset():
         assert np.all(full.residuals[missing] == 0)
     with pytest.raises(ValueError, match="NaN everywhere"):
         jc.fit(lambda p: jnp.exp(-jnp.asarray(x) / p["lam"]), np.full(x.size, np.nan), {"lam": 10.0})
+
+
+def test_optax_lbfgs_reaches_the_levenberg_marquardt_optimum():
+    """optimizer=optax.lbfgs() on the same loss: the same optimum (1e-4 in log-parameters) and the same
+    standard errors; the gradient-norm tolerance is reported when max_steps runs out."""
+    optax = pytest.importorskip("optax")
+    with jax.enable_x64(True):
+        g = jc.Grid((60,), 2.0)
+        x = g.centers(0)
+        rng = np.random.default_rng(5)
+
+        def predict(p):
+            m = jc.Model(g, jc.Substrate("s", p["D"], p["k"], boundary={"x-": jc.Dirichlet(1.0)}))
+            _, traj = jc.simulate(m, m.init(), 600.0, 20.0, save_at=[200.0, 600.0])
+            return traj.fields[:, 0]
+
+        obs = np.asarray(predict({"D": 2.0, "k": 2e-3})) + rng.normal(0, 0.01, (2, x.size))
+        lm = jc.fit(predict, obs, {"D": 1.0, "k": 1e-3})
+        lb = jc.fit(predict, obs, {"D": 1.0, "k": 1e-3}, optimizer=optax.lbfgs(), max_steps=200, tol=1e-9)
+        assert lb.converged, lb.warnings
+        for k in ("D", "k"):
+            assert abs(np.log(lb.params[k] / lm.params[k])) < 1e-4
+            assert lb.stderr[k] == pytest.approx(lm.stderr[k], rel=1e-3)
+        short = jc.fit(predict, obs, {"D": 1.0, "k": 1e-3}, optimizer=optax.adam(0.05), max_steps=3)
+        assert not short.converged and any("max_steps" in w for w in short.warnings)
+        with pytest.raises(ValueError, match="optax GradientTransformation"):
+            jc.fit(predict, obs, {"D": 1.0, "k": 1e-3}, optimizer="lbfgs")
