@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_transport import best_time  # noqa: E402
+
 import jaxcell as jc  # noqa: E402
 
 BIOFVM = {"point": {"1 core": 13.8, "2 cores": 6.7}, "agents": {"1 core": 57.7}}
@@ -41,13 +42,9 @@ MIN = 60.0
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up (compilation) call."""
     fn()
-    t = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - t0)
-    return t
+    return best_time(fn, repeat)
 
 
 def point_setup() -> tuple[jc.Grid, jc.Substrate, jc.Cells, list[float]]:
