@@ -86,7 +86,11 @@ class FitResult:
             ``observed``, or of ``log observed`` for multiplicative noise), or 1
             when ``sigma=`` weights were given (residuals are then in s.d. units).
         iterations: LM iterations used.
-        residuals: final residual vector ``(n,)`` (weighted/log as fitted).
+        residuals: final residual vector ``(n,)`` (weighted/log as fitted; several
+            data sets: concatenated in the order of ``observed``'s keys).
+        nuisance: several data sets only: a dict per set ``{"scale", "offset",
+            "sigma"}`` (``scale``/``offset`` None where not fitted; ``sigma`` the set's
+            estimated noise s.d. in its units, None where ``sigma=`` gave it).
     """
 
     params: dict[str, float]
@@ -103,6 +107,7 @@ class FitResult:
     sigma: float = float("nan")
     iterations: int = 0
     residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    nuisance: dict | None = None
 
 
 # --------------------------------------------------------------------------- residuals
@@ -533,7 +538,12 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             be a JAX-traceable function (e.g. built on :func:`jaxcell.simulate`
             with concrete ``save_at`` times).
         observed: measurements, any shape; NaN marks a missing point, which
-            counts in no sum and no degree of freedom (its residual is 0).
+            counts in no sum and no degree of freedom (its residual is 0). Several
+            data sets: a dict name -> array, ``predict`` then returns a dict with the
+            same keys; the parameters are shared, each set has its own nuisance
+            (``nuisance``, ``noise`` and ``sigma`` may then be dicts per set) and, when
+            its ``sigma`` is not given, its own noise level, estimated by reweighting
+            (each set's residuals divided by its estimated s.d., three passes).
         init: name -> starting value (> 0). Fitted in ``log`` space.
         nuisance: None, ``"scale"`` (unknown intensity factor ``a``: fluorescence
             in arbitrary units) or ``"scale+offset"`` (``a y + b``, additive
@@ -595,6 +605,10 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         >>> round(res.params["lam"], 3), round(res.scale, 3)
         (20.0, 3.0)
     """
+    if isinstance(observed, Mapping):
+        return _fit_sets(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds,
+                         mode=mode, maxiter=maxiter, ftol=ftol, xtol=xtol, gtol=gtol, max_log_sd=max_log_sd,
+                         rel_error_warn=rel_error_warn, fallback_steps=fallback_steps, adam_lr=adam_lr)
     _check_options(nuisance, noise, mode)
     obs = _check_observed(observed, noise, missing=True)
     sig = _check_sigma(sigma, obs.shape)
@@ -641,9 +655,6 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     history = [loss]
     warns: list[str] = []
     converged = False
-    mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
-    nu = 2.0
-    used_fallback = False
     it = 0
     if optimizer is not None:
         residual = _make_residual(predict, names, obs.shape, nuisance, noise)
@@ -655,44 +666,10 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
                          f"{max_steps}); the loss went from {history[0]:.4g} to {loss:.4g}: raise max_steps, change "
                          "the optimizer's settings, or use the default Levenberg–Marquardt")
         maxiter = 0  # no LM iterations after it
-    while it < maxiter:
-        if loss == 0.0:
-            converged = True
-            break
-        g = J.T @ r
-        cols = np.linalg.norm(J, axis=0)
-        rn = math.sqrt(2 * loss)
-        cos = np.abs(g) / np.where(cols > 0, cols * rn, np.inf)
-        if np.max(cos, initial=0.0) <= gtol:
-            converged = True
-            break
-        t_new, h, predicted, _, A = _lm_update(theta, r, J, mu, lo, hi)
-        if np.linalg.norm(h) <= xtol * (np.linalg.norm(theta) + xtol):
-            converged = True
-            break
-        r_new, J_new, ab_new, loss_new = call(t_new)
-        it += 1
-        accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_new, predicted)
-        mu, nu = float(mu_new), float(nu_new)
-        if accept:
-            decrease = loss - loss_new
-            theta, r, J, ab, loss = t_new, r_new, J_new, ab_new, loss_new
-            history.append(loss)
-            if decrease <= ftol * loss_new:
-                converged = True
-                break
-        else:
-            history.append(loss)
-            scale_a = max(float(np.max(np.diag(A))), 1e-300)
-            if mu > 1e12 * scale_a or not np.isfinite(mu):
-                if used_fallback or fallback_steps <= 0:
-                    break
-                used_fallback = True
-                theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, fallback_steps, adam_lr)
-                history.append(loss)
-                mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
-                nu = 2.0
-
+    if maxiter > 0:
+        theta, r, J, ab, loss, hist, it, converged = _levenberg_marquardt(
+            call, theta, r, J, ab, loss, lo, hi, maxiter, ftol, xtol, gtol, fallback_steps, adam_lr)
+        history += hist[1:]
     if not converged and optimizer is None:
         warns.append(f"the fit did not converge in {it} iterations (maxiter={maxiter}); the loss went from "
                      f"{history[0]:.4g} to {loss:.4g}: raise maxiter, start closer, or check the model")
@@ -735,6 +712,212 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         iterations=it,
         residuals=r,
     )
+
+
+def _per_set(value: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:
+    """One value for every set, or a dict naming each set."""
+    if isinstance(value, Mapping):
+        if set(value) != set(keys):
+            raise ValueError(f"{what} names the sets {sorted(value)} but observed has {sorted(keys)}; give one "
+                             "value for all or one per set")
+        return dict(value)
+    return {k: value for k in keys}
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_sets(predict: Predict, names: tuple[str, ...], segments: tuple, mode: str) -> Callable:
+    """Jitted ``(theta, o, w) -> (r, J, ab (S, 2))`` for several data sets: ``segments`` holds per set
+    ``(key, shape, nuisance, noise)``; each set's nuisance is eliminated on its own part of ``o``."""
+
+    def residual(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+        p = {n: jnp.exp(theta[i]) for i, n in enumerate(names)}
+        ys = predict(p)
+        if not isinstance(ys, Mapping) or set(ys) != {k for k, *_ in segments}:
+            raise ValueError("with several data sets, predict(params) must return a dict with the keys of observed "
+                             f"({[k for k, *_ in segments]})")
+        rs, abs_ = [], []
+        start = 0
+        for key, shape, nuis, noise in segments:
+            size = int(np.prod(shape))
+            y = jnp.asarray(ys[key])
+            if tuple(y.shape) != tuple(shape):
+                raise ValueError(f"predict(params)[{key!r}] has shape {tuple(y.shape)} but observed[{key!r}] has "
+                                 f"shape {tuple(shape)}")
+            y = y.reshape(-1).astype(o.dtype)
+            ok, wk = o[start:start + size], w[start:start + size]
+            present = wk > 0
+            if noise == "multiplicative":
+                y = jnp.where(present, y, 1.0)
+            a, b = _nuisance(y, ok, wk * wk, nuis, noise)
+            r = wk * (jnp.log(ok) - jnp.log(y) - jnp.log(a)) if noise == "multiplicative" else wk * (ok - a * y - b)
+            rs.append(jnp.where(present, r, 0.0))
+            abs_.append(jnp.stack([a, b]))
+            start += size
+        return jnp.concatenate(rs), jnp.stack(abs_)
+
+    jac = jax.jacfwd if mode == "forward" else jax.jacrev
+
+    def value_and_jac(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple:
+        def both(t: jax.Array) -> tuple:
+            r, ab = residual(t, o, w)
+            return r, (r, ab)
+
+        j, (r, ab) = jac(both, has_aux=True)(theta)
+        return r, j, ab
+
+    return jax.jit(value_and_jac)
+
+
+def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *, nuisance: Any, noise: Any,
+              sigma: Any, bounds: Any, mode: Any, maxiter: int, ftol: float, xtol: float, gtol: float,
+              max_log_sd: float, rel_error_warn: float, fallback_steps: int, adam_lr: float) -> FitResult:
+    """:func:`fit` of several data sets with shared parameters (see its ``observed``)."""
+    keys = tuple(observed)
+    if not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError("several data sets: observed must be a non-empty dict name (str) -> array")
+    nuis, noises, sigmas = (_per_set(v, keys, w) for v, w in ((nuisance, "nuisance"), (noise, "noise"),
+                                                                 (sigma, "sigma")))
+    obs, sig = {}, {}
+    for k in keys:
+        _check_options(nuis[k], noises[k], mode)
+        try:
+            obs[k] = _check_observed(observed[k], noises[k], missing=True)
+            sig[k] = _check_sigma(sigmas[k], obs[k].shape)
+        except ValueError as e:
+            raise ValueError(f"data set {k!r}: {e}") from None
+    names, theta0 = _check_init(init)
+    lo, hi = _check_bounds(bounds, names, theta0)
+    dtype = float_dtype()
+    segments = tuple((k, obs[k].shape, nuis[k], noises[k]) for k in keys)
+    sizes = [obs[k].size for k in keys]
+    n_missing = sum(int(np.isnan(obs[k]).sum()) for k in keys)
+    n_total = sum(sizes) - n_missing
+    n_nuis = sum(_N_NUISANCE[nuis[k]] for k in keys)
+    if mode is None:
+        mode = "forward" if len(names) <= n_total else "reverse"
+    try:
+        evaluate = _compiled_sets(predict, names, segments, mode)
+    except TypeError:
+        evaluate = _compiled_sets.__wrapped__(predict, names, segments, mode)
+    o_parts, w_parts = zip(*(_data(obs[k], sig[k]) for k in keys))
+    o = jnp.concatenate(o_parts)
+    w0 = [np.asarray(x, np.float64) for x in w_parts]
+    scale = {k: 1.0 for k in keys}  # each set's estimated noise s.d. (1 where sigma is given)
+
+    def weights() -> jax.Array:
+        return jnp.asarray(np.concatenate([w0[i] / scale[k] for i, k in enumerate(keys)]), dtype)
+
+    w = weights()
+
+    def call(theta: np.ndarray) -> tuple:
+        r, j, ab = evaluate(jnp.asarray(theta, dtype), o, w)
+        r, j = np.asarray(r, np.float64), np.asarray(j, np.float64)
+        loss = 0.5 * float(r @ r)
+        if not (np.isfinite(loss) and np.isfinite(j).all()):
+            loss = np.inf
+        return r, j, np.asarray(ab, np.float64), loss
+
+    theta = np.clip(theta0, lo, hi)
+    r, J, ab, loss = call(theta)
+    if not np.isfinite(loss):
+        raise ValueError(f"predict(init) gives a non-finite loss or Jacobian for some data set at {dict(init)}: "
+                         "every prediction must be finite (and > 0 for noise='multiplicative')")
+    unknown = [k for k in keys if sig[k] is None]
+    history: list[float] = []
+    it_total, converged = 0, False
+    for _ in range(3 if unknown else 1):
+        theta, r, J, ab, loss, hist, it, converged = _levenberg_marquardt(
+            call, theta, r, J, ab, loss, lo, hi, int(maxiter), ftol, xtol, gtol, fallback_steps, adam_lr)
+        history += hist
+        it_total += it
+        if not unknown:
+            break
+        # each set's noise level from its own residuals (in its own units), shared parameters' degrees of
+        # freedom split between the sets in proportion to their points; then refit with the new weights
+        start = 0
+        for i, k in enumerate(keys):
+            rk = r[start:start + sizes[i]] * scale[k]
+            start += sizes[i]
+            if k in unknown:
+                nk = sizes[i] - int(np.isnan(obs[k]).sum())
+                dof = nk - _N_NUISANCE[nuis[k]] - len(names) * nk / n_total
+                scale[k] = float(np.sqrt(rk @ rk / dof)) if dof > 0 and rk @ rk > 0 else scale[k]
+        w = weights()
+        r, J, ab, loss = call(theta)
+    warns: list[str] = []
+    if not converged:
+        warns.append(f"the fit did not converge in {it_total} iterations (maxiter={maxiter} per pass): raise "
+                     "maxiter, start closer, or check the model")
+    # residuals are in s.d. units now (given sigma, or each set's estimate): the error scale is 1
+    unc = _uncertainty(J[None], np.asarray([loss]), n_nuis + n_missing, True, max_log_sd)
+    cov, se, corr = unc.covariance[0], unc.stderr[0], unc.correlation[0]
+    unidentified = [_direction(unc.directions[0][:, i], names) for i in np.flatnonzero(unc.unidentified[0])]
+    warns += [_unidentified_message(u) for u in unidentified]
+    for i, nm in enumerate(names):
+        if np.isfinite(se[i]) and se[i] > rel_error_warn:
+            warns.append(f"{nm} is poorly determined: relative standard error {100 * se[i]:.0f}% "
+                         f"(above {100 * rel_error_warn:.0f}%); the data constrain it weakly")
+    per_set = {k: {"scale": float(ab[i, 0]) if nuis[k] is not None else None,
+                   "offset": float(ab[i, 1]) if nuis[k] == "scale+offset" else None,
+                   "sigma": None if sig[k] is not None else scale[k]} for i, k in enumerate(keys)}
+    return FitResult(
+        params={nm: float(math.exp(theta[i])) for i, nm in enumerate(names)},
+        stderr={nm: float(se[i]) for i, nm in enumerate(names)},
+        correlation=corr, covariance=cov, loss=np.asarray(history), converged=converged,
+        unidentified=unidentified, warnings=warns, names=names, sigma=float("nan"), iterations=it_total,
+        residuals=r, nuisance=per_set)
+
+
+def _levenberg_marquardt(call: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray, ab: Any, loss: float,
+                         lo: np.ndarray, hi: np.ndarray, maxiter: int, ftol: float, xtol: float, gtol: float,
+                         fallback_steps: int, adam_lr: float) -> tuple:
+    """LM in log-parameters from ``theta`` (``call(theta) -> (r, J, ab, loss)``); an Adam fallback, once,
+    when the damping runs away. Returns ``(theta, r, J, ab, loss, history, iterations, converged)``."""
+    history = [loss]
+    converged = False
+    mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
+    nu = 2.0
+    used_fallback = False
+    it = 0
+    while it < maxiter:
+        if loss == 0.0:
+            converged = True
+            break
+        g = J.T @ r
+        cols = np.linalg.norm(J, axis=0)
+        rn = math.sqrt(2 * loss)
+        cos = np.abs(g) / np.where(cols > 0, cols * rn, np.inf)
+        if np.max(cos, initial=0.0) <= gtol:
+            converged = True
+            break
+        t_new, h, predicted, _, A = _lm_update(theta, r, J, mu, lo, hi)
+        if np.linalg.norm(h) <= xtol * (np.linalg.norm(theta) + xtol):
+            converged = True
+            break
+        r_new, J_new, ab_new, loss_new = call(t_new)
+        it += 1
+        accept, _, mu_new, nu_new = _lm_damping(mu, nu, loss, loss_new, predicted)
+        mu, nu = float(mu_new), float(nu_new)
+        if accept:
+            decrease = loss - loss_new
+            theta, r, J, ab, loss = t_new, r_new, J_new, ab_new, loss_new
+            history.append(loss)
+            if decrease <= ftol * loss_new:
+                converged = True
+                break
+        else:
+            history.append(loss)
+            scale_a = max(float(np.max(np.diag(A))), 1e-300)
+            if mu > 1e12 * scale_a or not np.isfinite(mu):
+                if used_fallback or fallback_steps <= 0:
+                    break
+                used_fallback = True
+                theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, fallback_steps, adam_lr)
+                history.append(loss)
+                mu = 1e-3 * max(float(np.max(np.diag(J.T @ J))), 1e-300)
+                nu = 2.0
+
+    return theta, r, J, ab, loss, history, it, converged
 
 
 def _optax_fit(optimizer: Any, call: Callable, value_fn: Callable, theta: np.ndarray, r: np.ndarray, J: np.ndarray,
