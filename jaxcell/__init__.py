@@ -10,6 +10,7 @@ from jaxcell.grid import Grid
 from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
 from jaxcell.medium import Matrix
 from jaxcell.model import Model, State
+from jaxcell.posterior import Posterior, sample_posterior
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
 from jaxcell.steady import steady_state
@@ -27,6 +28,7 @@ __all__ = [
     "Matrix",
     "Model",
     "Periodic",
+    "Posterior",
     "Receptors",
     "Response",
     "Robin",
@@ -40,6 +42,7 @@ __all__ = [
     "fit",
     "fit_batch",
     "rules",
+    "sample_posterior",
     "shard",
     "simulate",
     "solvers",

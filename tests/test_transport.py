@@ -780,9 +780,9 @@ def test_public_api_is_pinned():
     """The names users import (STYLE.md: a test pins __all__); extend deliberately, never rename."""
     assert sorted(jc.__all__) == sorted([
         "BatchFitResult", "Cells", "Compartment", "Dirichlet", "FitResult", "Flux", "Grid", "Leak", "Matrix",
-        "Model", "Periodic", "Receptors",
+        "Model", "Periodic", "Posterior", "Receptors",
         "Response", "Robin", "Rule", "Rules", "State", "Substrate", "Trajectory", "budget", "divide", "fit",
-        "fit_batch", "rules", "shard", "simulate", "solvers", "steady_state"])
+        "fit_batch", "rules", "sample_posterior", "shard", "simulate", "solvers", "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)
 
 
