@@ -75,7 +75,8 @@ def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None
     if not path.is_file():
         raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
                           "give a path relative to the spec file")
-    out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)")
+    out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)",
+                           may_be_missing=("value",))  # an empty value is a missing point (NaN)
     if "time" in out and np.any(out["time"] < 0):
         i = int(np.argmax(out["time"] < 0)) + 2
         raise _spec_error(str(path), f"line {i}, column time", "times must be >= 0 s (the run starts at rest at 0)",

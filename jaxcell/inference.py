@@ -490,18 +490,18 @@ def _uncertainty(j: np.ndarray, loss: np.ndarray, n_nuisance: int, sigma_given: 
     Args:
         j: ``(B, n, P)`` final Jacobians of the residuals in log-parameters.
         loss: ``(B,)`` final ``0.5 Σ r²``.
-        n_nuisance: number of nuisances eliminated in closed form (0, 1, 2).
+        n_nuisance: degrees of freedom taken besides the parameters: nuisances eliminated in
+            closed form (0, 1, 2) plus missing points; a number or one per member ``(B,)``.
         sigma_given: residuals are in noise s.d. units (``sigma=`` given): ``s² = 1``.
         max_log_sd: a direction with standard deviation above this is unidentified.
     """
     b, n, p = j.shape
-    dof = n - p - n_nuisance
+    dof = np.broadcast_to(n - p - np.asarray(n_nuisance), (b,))  # per member (missing points differ)
     if sigma_given:
         s2 = np.ones(b)
-    elif dof > 0:
-        s2 = 2.0 * np.asarray(loss, np.float64) / dof
     else:
-        s2 = np.full(b, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2 = np.where(dof > 0, 2.0 * np.asarray(loss, np.float64) / np.where(dof > 0, dof, 1), np.nan)
     with np.errstate(invalid="ignore", over="ignore"):
         fisher = j.transpose(0, 2, 1) @ j
     fisher = np.where(np.isfinite(fisher), fisher, 0.0)
@@ -1217,7 +1217,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not (np.isfinite(damping) and damping > 0):
         raise ValueError(f"damping must be > 0, got {damping}")
-    obs = _check_observed(observed, noise)
+    obs = _check_observed(observed, noise, missing=True)
     dtype = float_dtype()
 
     probe = {n: jax.ShapeDtypeStruct((), dtype) for n in names + fixed_names}
@@ -1251,8 +1251,10 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
         run = _compiled_batch(*key)
     except TypeError:  # an unhashable callable: compile for this call only
         run = _compiled_batch.__wrapped__(*key)
-    o = jnp.asarray(obs_b.reshape(batch, n), dtype)
-    w = jnp.asarray(np.ones((batch, n)) if sig is None else 1.0 / sig.reshape(batch, n), dtype)
+    flat = obs_b.reshape(batch, n)
+    gone = np.isnan(flat)  # missing points: weight 0, placeholder 1 (as in fit)
+    o = jnp.asarray(np.where(gone, 1.0, flat), dtype)
+    w = jnp.asarray(np.where(gone, 0.0, np.ones((batch, n)) if sig is None else 1.0 / sig.reshape(batch, n)), dtype)
     out = {k: np.asarray(v, np.float64)
            for k, v in run(jnp.asarray(theta_b, dtype), o, w, jnp.asarray(fx_b, dtype), jnp.asarray(lo, dtype),
                            jnp.asarray(hi, dtype)).items()}
@@ -1284,7 +1286,7 @@ def fit_batch(predict: Predict, observed: Any, init: Mapping[str, Any], *, nuisa
     cos = np.where(held, 0.0, cos)  # on a bound with the gradient pushing outward: optimal there
     converged = np.isfinite(loss) & (rel <= tol) & (np.max(cos, axis=1) <= gtol)
 
-    unc = _uncertainty(J, loss, _N_NUISANCE[nuisance], sigma is not None)
+    unc = _uncertainty(J, loss, _N_NUISANCE[nuisance] + gone.sum(axis=1), sigma is not None)
     se, s2 = unc.stderr, unc.s2
 
     return BatchFitResult(

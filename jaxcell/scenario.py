@@ -1182,13 +1182,14 @@ def _place(c: Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: np
 
 
 def read_numeric_csv(path: Path, required: Sequence[str], optional: Sequence[str] = (), *,
-                     what: str = "data file") -> dict[str, np.ndarray]:
+                     what: str = "data file", may_be_missing: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Numeric columns of a CSV with a header row (names case-insensitive).
 
     Returns ``{name: (rows,) array}`` for every required column and each
-    optional one present. Anything wrong (unreadable, no rows, a missing
-    column, a cell that is not a finite number) raises :class:`ScenarioError`
-    naming the file, the line and the column.
+    optional one present. A cell of a column in ``may_be_missing`` that is empty,
+    ``nan`` or ``NA`` is a missing value (NaN). Anything else wrong (unreadable,
+    no rows, a missing column, a cell that is not a finite number) raises
+    :class:`ScenarioError` naming the file, the line and the column.
     """
     header_hint = ",".join(required) + (f" (optional {','.join(optional)})" if optional else "")
     try:
@@ -1210,6 +1211,9 @@ def read_numeric_csv(path: Path, required: Sequence[str], optional: Sequence[str
     for i, row in enumerate(rows[1:], start=2):
         for a in cols:
             k = header.index(a)
+            if a in may_be_missing and (k >= len(row) or row[k].strip().lower() in ("", "nan", "na")):
+                out[a][i - 2] = np.nan
+                continue
             try:
                 v = float(row[k])
             except (IndexError, ValueError):

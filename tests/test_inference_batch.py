@@ -111,10 +111,12 @@ def test_clear_errors():
         fit_batch(_predict, obs, {"D": 0.05, "k": np.array([1e-4, -1e-4])})
     with pytest.raises(ValueError, match="must start > 0"):
         fit_batch(_predict, obs, {"D": 0.0, "k": 1e-4})
-    bad = np.stack([obs, obs])
-    bad[1, 2, 3] = np.nan
-    with pytest.raises(ValueError, match=r"observed\[1, 2, 3\] is NaN"):
-        fit_batch(_predict, bad, ok)
+    gap = np.stack([obs, obs])
+    gap[1, 2, 3] = np.nan  # a missing point: member 1 fits without it (one degree of freedom less)
+    res = fit_batch(_predict, gap, ok)
+    assert np.all(np.isfinite(res.params["D"])) and np.all(np.isfinite(res.sigma))
+    with pytest.raises(ValueError, match="NaN everywhere"):
+        fit_batch(_predict, np.full_like(obs, np.nan), ok)
     with pytest.raises(ValueError, match="predict returns"):
         fit_batch(_predict, obs[:, :5], ok)
     with pytest.raises(ValueError, match="iterations"):
