@@ -315,10 +315,14 @@ def _compiled(predict: Predict, names: tuple[str, ...], shape: tuple[int, ...], 
     new data with the same ``predict`` reuse the compiled code. Holds a
     reference to the 16 most recent ``predict`` functions.
     """
-    residual = _make_residual(predict, names, shape, nuisance, noise)
+    return _value_and_jac(_make_residual(predict, names, shape, nuisance, noise), mode)
+
+
+def _value_and_jac(residual: Callable[..., tuple], mode: str) -> Callable[..., tuple]:
+    """Jitted ``(theta, o, w) -> (r, J = ∂r/∂theta, nuisances)`` of ``residual(theta, o, w) -> (r, nuisances)``."""
     jac = jax.jacfwd if mode == "forward" else jax.jacrev
 
-    def value_and_jac(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, tuple]:
+    def value_and_jac(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
         def both(t: jax.Array) -> tuple[jax.Array, tuple]:
             r, ab = residual(t, o, w)
             return r, (r, ab)
@@ -755,17 +759,7 @@ def _compiled_sets(predict: Predict, names: tuple[str, ...], segments: tuple, mo
             start += size
         return jnp.concatenate(rs), jnp.stack(abs_)
 
-    jac = jax.jacfwd if mode == "forward" else jax.jacrev
-
-    def value_and_jac(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple:
-        def both(t: jax.Array) -> tuple:
-            r, ab = residual(t, o, w)
-            return r, (r, ab)
-
-        j, (r, ab) = jac(both, has_aux=True)(theta)
-        return r, j, ab
-
-    return jax.jit(value_and_jac)
+    return _value_and_jac(residual, mode)
 
 
 def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *, nuisance: Any, noise: Any,

@@ -42,7 +42,16 @@ from jax import lax
 from jaxcell._node import as_float, check_nonneg, is_concrete, node
 from jaxcell.boundary import Boundary, Flux
 from jaxcell.grid import Grid
-from jaxcell.operators import add_to_slab, axis_faces, face_layer_amounts, slab, split_signed, thomas_factors
+from jaxcell.operators import (
+    DENSE_MAX,
+    AxisSolver,
+    add_to_slab,
+    axis_faces,
+    face_layer_amounts,
+    slab,
+    split_signed,
+    thomas_factors,
+)
 
 __all__ = ["Heterogeneous", "Matrix", "MatrixRates", "bernoulli", "matrix_step"]
 
@@ -61,10 +70,6 @@ def bernoulli(x: jax.Array) -> jax.Array:
     safe = jnp.where(small, 1.0, a)
     pos = jnp.where(small, 1 - a / 2 + a**2 / 12, safe / jnp.expm1(safe))
     return pos + jnp.maximum(-x, 0)
-
-
-def _voxel_map(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jnp.broadcast_to(x, shape)
 
 
 def _pair(x: jax.Array, axis: int, periodic: bool) -> tuple[jax.Array, jax.Array]:
@@ -132,7 +137,7 @@ class Heterogeneous(NamedTuple):
         or ``(ndim, *grid.shape)``)."""
         shape = grid.shape
         scalar_d = jnp.ndim(D) == 0
-        Dm = jnp.asarray(D, dtype) if scalar_d else _voxel_map(jnp.asarray(D, dtype), shape)
+        Dm = jnp.asarray(D, dtype) if scalar_d else jnp.broadcast_to(jnp.asarray(D, dtype), shape)
         fwd, bwd, gs, js, per = [], [], [], [], []
         for a in range(grid.ndim):
             h = grid.spacing[a]
@@ -254,8 +259,6 @@ class Heterogeneous(NamedTuple):
         if self.periodic[a]:
             raise ValueError("a periodic axis with per-voxel diffusion or flow is not supported by line solves; "
                              "use solver='explicit'")
-        from jaxcell.operators import DENSE_MAX, AxisSolver
-
         h = self.spacing[a]
         f, b = self.fwd[a], self.bwd[a]
         n = self.shape[a]

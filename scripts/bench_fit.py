@@ -63,7 +63,8 @@ def best_time(fn: Callable[..., Any], *args: Any, repeat: int = 7) -> tuple[floa
     return float(np.min(wall)), float(np.min(cpu))
 
 
-def bench_i2() -> None:
+def i2_problem() -> tuple[Callable[[dict], jax.Array], np.ndarray]:
+    """I2's prediction (160 voxels of 1.25 µm, 960 steps of 30 s, 5 snapshots × 12 positions) and its exact O3 data."""
     grid = jc.Grid((160,), spacing=1.25)
     x_obs = np.arange(5.0, 61.0, 5.0)
     t_obs = np.array([0.5, 1.0, 2.0, 4.0, 8.0]) * 3600.0
@@ -73,7 +74,11 @@ def bench_i2() -> None:
         _, tr = jc.simulate(m, m.init(), t_end=float(t_obs[-1]), dt=30.0, save_at=t_obs)
         return grid.sample(tr.fields[:, 0], x_obs[:, None])
 
-    exact = o3(x_obs[None, :], t_obs[:, None])
+    return predict, o3(x_obs[None, :], t_obs[:, None])
+
+
+def bench_i2() -> None:
+    predict, exact = i2_problem()
     print("1. I2 fit (160 voxels, 960 steps of 30 s, 5 × 12 observations, 2 parameters + scale)")
     for label, seed in (("first fit (compiles)", 0), ("refit, new noise    ", 1)):
         obs = 2.0 * exact * np.exp(0.05 * np.random.default_rng(seed).standard_normal(exact.shape))
@@ -160,16 +165,7 @@ def bench_checkpoint_memory() -> None:
 def bench_posterior() -> None:
     """4. The I2 posterior by NUTS: 1,000 draws (2 chains × 500 after 150 warm-up steps each), wall time
     including the least-squares start and compiling."""
-    grid = jc.Grid((160,), spacing=1.25)
-    x_obs = np.arange(5.0, 61.0, 5.0)
-    t_obs = np.array([0.5, 1.0, 2.0, 4.0, 8.0]) * 3600.0
-
-    def predict(p: dict) -> jax.Array:
-        m = jc.Model(grid, [jc.Substrate("Dpp", diffusion=p["D"], decay=p["k"], boundary={"x-": jc.Flux(1.0)})])
-        _, tr = jc.simulate(m, m.init(), t_end=float(t_obs[-1]), dt=30.0, save_at=t_obs)
-        return grid.sample(tr.fields[:, 0], x_obs[:, None])
-
-    exact = o3(x_obs[None, :], t_obs[:, None])
+    predict, exact = i2_problem()
     obs = 2.0 * exact * np.exp(0.05 * np.random.default_rng(0).standard_normal(exact.shape))
     t0 = time.perf_counter()
     post = jc.sample_posterior(predict, obs, {"D": 0.05, "k": 1e-4}, nuisance="scale", noise="multiplicative",
