@@ -11,6 +11,7 @@ from jaxcell.inference import BatchFitResult, FitResult, fit, fit_batch
 from jaxcell.medium import Matrix
 from jaxcell.model import Model, State
 from jaxcell.posterior import Posterior, sample_posterior
+from jaxcell.scenario import Scenario, load_scenario
 from jaxcell.sharding import shard
 from jaxcell.simulate import Trajectory, budget, simulate
 from jaxcell.steady import steady_state
@@ -34,6 +35,7 @@ __all__ = [
     "Robin",
     "Rule",
     "Rules",
+    "Scenario",
     "State",
     "Substrate",
     "Trajectory",
@@ -41,6 +43,7 @@ __all__ = [
     "divide",
     "fit",
     "fit_batch",
+    "load_scenario",
     "rules",
     "sample_posterior",
     "shard",

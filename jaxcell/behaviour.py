@@ -15,8 +15,10 @@ down-rules) of one behaviour that apply to the same cells must share ``max``.
 
 Behaviours and units:
 
-* ``"secretion:<substrate>"`` (amount/s), ``"uptake:<substrate>"`` (µm^ndim/s):
-  the cell's rate for that substrate; base value = the cell's rate when the run starts.
+* ``"secretion:<substrate>"`` (amount/s), ``"uptake:<substrate>"`` (µm^ndim/s),
+  ``"saturation_rate:<substrate>"`` (µm^ndim/s, BioFVM's secretion toward the
+  cell's target density, PhysiCell's "<substrate> secretion"): the cell's rate for
+  that substrate; base value = the cell's rate when the run starts.
 * ``"speed"`` (µm/s): random motility; each step the cell moves ``speed·dt`` in a
   fresh uniformly random direction (persistence time = one step, so the
   effective diffusivity is ``speed²·dt/ndim`` µm²/s).
@@ -55,13 +57,16 @@ from jaxcell.cells import Cells, divide, random_direction
 
 __all__ = ["BEHAVIOURS", "UNITS", "Rule", "Rules", "parse_behaviour", "rules"]
 
-BEHAVIOURS = ("secretion:<substrate>", "uptake:<substrate>", "speed", "chemotaxis:<substrate>", "division", "death")
+BEHAVIOURS = ("secretion:<substrate>", "uptake:<substrate>", "saturation_rate:<substrate>", "speed",
+              "chemotaxis:<substrate>", "division", "death")
 """The behaviours a :class:`Rule` can regulate (``<substrate>`` is a substrate's name)."""
 
 HILL_LOG_CAP = 80.0  # (x/K)^n is capped at e^80 ≈ 5.5e34, where the Hill factor is 1 in any float
-_PER_SUBSTRATE = ("secretion", "uptake", "chemotaxis")
+_PER_SUBSTRATE = ("secretion", "uptake", "saturation_rate", "chemotaxis")
+_RATES = ("secretion", "uptake", "saturation_rate")  # per-substrate rates the cells carry
 _PLAIN = ("speed", "division", "death")
-UNITS = {"secretion": "amount/s", "uptake": "µm^ndim/s", "chemotaxis": "µm/s", "speed": "µm/s",
+UNITS = {"secretion": "amount/s", "uptake": "µm^ndim/s", "saturation_rate": "µm^ndim/s", "chemotaxis": "µm/s",
+         "speed": "µm/s",
          "division": "1/s", "death": "1/s"}
 
 
@@ -180,7 +185,7 @@ class Rules:
         values = {k: self._value(k, cells, env) for k in self.keys}
         dt = env.dt
         alive = cells.alive
-        rates = {"secretion": cells.secretion, "uptake": cells.uptake}
+        rates = {k: getattr(cells, k) for k in _RATES}
         step = jnp.zeros_like(cells.position)
         ndim = cells.position.shape[1]
         for k, (v, touched) in values.items():
@@ -284,7 +289,7 @@ class Rules:
                                              f"the cells have type {int(types.max())}")
                     rest[k] = jnp.asarray(table, dtype)[cells.type]
             elif k not in rest:
-                rest[k] = (jnp.asarray(getattr(cells, head))[:, names.index(sub)] if head in ("secretion", "uptake")
+                rest[k] = (jnp.asarray(getattr(cells, head))[:, names.index(sub)] if head in _RATES
                            else jnp.zeros((n,), dtype))
         return replace(cells, base=rest)
 

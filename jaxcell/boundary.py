@@ -12,7 +12,9 @@ condition is one class here and nothing else:
 
 * :class:`Flux` ``j``: ``inflow = j``, no conductance (``Flux(0)`` is no-flux);
 * :class:`Dirichlet` ``v`` at the face: ``conductance = 2D/h`` (the half voxel
-  between centre and face), ``inflow = 2Dv/h``;
+  between centre and face), ``inflow = 2Dv/h``; with ``at="voxel"``
+  (PhysiCell/BioFVM) the outermost voxel layer is held instead and the face
+  law is no-flux (:meth:`Boundary.held_layer`);
 * :class:`Robin` (a permeable membrane, permeability ``P`` µm/s, outside value
   ``c_out``): the membrane ``P(c_f − c_out)`` in series with the half voxel
   ``2D(c₀ − c_f)/h`` gives ``conductance = 2DP/(2D + Ph)``, ``inflow =
@@ -32,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcell._node import as_float, check_nonneg, is_concrete, node
+from jaxcell._node import as_float, check_nonneg, is_concrete, node, static_field
 from jaxcell.grid import AXES
 
 FACES = tuple(f"{a}{s}" for a in AXES for s in "-+")
+DIRICHLET_AT = ("face", "voxel")
 
 
 def face_value(value: Any, what: str, unit: str, note: str = "") -> Any:
@@ -87,6 +90,11 @@ class Boundary:
         """True when the inflow is statically 0 (lets solvers skip a source)."""
         return True
 
+    def held_layer(self) -> jax.Array | None:
+        """The value the outermost voxel layer is held at (amount/µm^ndim), or None when the
+        condition holds no voxel (only ``Dirichlet(at="voxel")`` does)."""
+        return None
+
 
 @node
 class Flux(Boundary):
@@ -114,27 +122,54 @@ class Flux(Boundary):
 
 @node
 class Dirichlet(Boundary):
-    """Concentration held at the face itself (half a voxel from the outermost centre), amount/µm^ndim."""
+    """Concentration held at a face, amount/µm^ndim.
 
-    spectral_basis: ClassVar[str | None] = None
-    fixed_ratio: ClassVar[float | None] = 2.0
+    Args:
+        value: the held concentration (>= 0).
+        at: where it is held. ``"face"`` (default): at the face itself, half a
+            voxel beyond the outermost voxel centres (``conductance = 2D/h``).
+            ``"voxel"``: the outermost voxel layer is held at ``value`` and the
+            face beyond it is no-flux: PhysiCell/BioFVM's convention. The layer's
+            voxels are then held voxels of this substrate, exactly like the
+            model's ``dirichlet_mask`` (every solver treats them as such; see
+            :meth:`jaxcell.Model.held_voxels`); where two faces' layers meet (an
+            edge or corner), the later face in the order x-, x+, y-, y+, z-, z+
+            gives the value, as in BioFVM.
+    """
 
     value: jax.Array
+    at: str = static_field(default="face")
 
-    def __init__(self, value: Any = 0.0) -> None:
+    def __init__(self, value: Any = 0.0, at: str = "face") -> None:
+        if at not in DIRICHLET_AT:
+            raise ValueError(f"Dirichlet at must be one of {DIRICHLET_AT}, got {at!r}: 'face' holds the value at "
+                             f"the face, 'voxel' holds the outermost voxel layer (PhysiCell/BioFVM)")
         object.__setattr__(self, "value", face_value(value, "Dirichlet value", "amount/µm^ndim"))
+        object.__setattr__(self, "at", at)
+
+    # the face law: a held layer leaves the face itself no-flux
+    @property
+    def fixed_ratio(self) -> float:  # type: ignore[override]
+        return 0.0 if self.at == "voxel" else 2.0
+
+    @property
+    def spectral_basis(self) -> str | None:  # type: ignore[override]
+        return None
 
     def conductance(self, D: jax.Array, h: float) -> jax.Array | None:
-        return 2 * D / h
+        return None if self.at == "voxel" else 2 * D / h
 
     def inflow(self, D: jax.Array, h: float) -> jax.Array | None:
-        return None if _zero(self.value) else 2 * D * self.value / h
+        return None if self.at == "voxel" or _zero(self.value) else 2 * D * self.value / h
+
+    def held_layer(self) -> jax.Array | None:
+        return self.value if self.at == "voxel" else None
 
     def check_values(self, where: str) -> None:
         check_nonneg(self.value, f"{where} Dirichlet value", "amount/µm^ndim")
 
     def no_inflow(self) -> bool:
-        return _zero(self.value)
+        return self.at == "voxel" or _zero(self.value)
 
 
 @node

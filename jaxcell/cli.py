@@ -20,8 +20,10 @@ import importlib
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -64,6 +66,11 @@ def _out_of_memory(e: BaseException) -> bool:
     """An allocation failure reported by XLA (``JaxRuntimeError: RESOURCE_EXHAUSTED``) or NumPy."""
     text = str(e)
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "Unable to allocate" in text
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    print(f"jaxcell: warning: {message}", file=sys.stderr)
 
 
 def _err(msg: str) -> int:
@@ -224,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         if not args.list:
             _enable_compilation_cache()
-        return _cmd_run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line each, no source excerpt
+            return _cmd_run(args)
     if args.command == "fit":
         _enable_compilation_cache()
         return _cmd_fit(args)

@@ -485,6 +485,8 @@ def _finish(sc: Scenario, out: Path, part: Path, state: State, times: np.ndarray
                        chunk_times=chunk_times)
     if figures:
         _figures(sc, frames, final, mpl)
+    if sc.physicell_thickness is not None:
+        _physicell_files(sc, frames, final / "physicell")
     summary["outputs"] = {p.name: _size(p) for p in sorted(final.iterdir())}
     write_text(final / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
 
@@ -493,6 +495,18 @@ def _finish(sc: Scenario, out: Path, part: Path, state: State, times: np.ndarray
         os.replace(out, part / "previous")
     os.replace(final, out)
     return summary
+
+
+def _physicell_files(sc: Scenario, frames: list[dict], folder: Path) -> None:
+    """PhysiCell's ``output%08u_microenvironment0.mat`` per frame (what its MATLAB and Python loaders read)."""
+    from jaxcell.physicell import write_microenvironment_mat
+
+    folder.mkdir()
+    grid = sc.grid
+    centers = [grid.centers(a) for a in range(grid.ndim)]
+    vol = grid.voxel_volume * sc.physicell_thickness  # PhysiCell's voxel is dx³ in 2D too
+    for k, f in enumerate(frames):
+        write_microenvironment_mat(folder / f"output{k:08d}_microenvironment0.mat", centers, vol, f["fields"])
 
 
 def _dry_run(sc: Scenario, state: State) -> None:

@@ -35,8 +35,11 @@ class Model:
             :func:`jaxcell.solvers.register`, or a :class:`jaxcell.solvers.Solver`;
             see :mod:`jaxcell.solvers`. The solver refuses here what it cannot do.
         coupling: ``"nearest"`` (default, BioFVM) or ``"linear"`` cell-grid coupling.
-        dirichlet_mask: optional ``grid.shape`` bool array of interior voxels
-            held at fixed concentration (e.g. a blood vessel).
+        dirichlet_mask: optional bool array of voxels held at fixed concentration
+            (e.g. a blood vessel): ``grid.shape`` (held for every substrate) or
+            ``(S, *grid.shape)`` (per substrate). A substrate's
+            ``jc.Dirichlet(v, at="voxel")`` faces add their outermost voxel
+            layers (:meth:`held_voxels`).
         dirichlet_value: held concentration(s): scalar, ``(S,)`` or ``(S, *grid.shape)``.
         responses: :class:`Response` rules applied every step.
         theta: implicit weight of the ``implicit`` solver (0.5: second order in
@@ -86,8 +89,9 @@ class Model:
         mask = value = None
         if dirichlet_mask is not None:
             mask = jnp.asarray(dirichlet_mask, bool)
-            if mask.shape != grid.shape:
-                raise ValueError(f"dirichlet_mask must have the grid shape {grid.shape}, got {mask.shape}")
+            if mask.shape not in (grid.shape, (len(subs),) + grid.shape):
+                raise ValueError(f"dirichlet_mask must have the grid shape {grid.shape} or (S, *grid.shape) = "
+                                 f"{(len(subs),) + grid.shape}, got {mask.shape}")
             v = as_float(dirichlet_value, "dirichlet_value")
             check_nonneg(v, "dirichlet_value", "amount/µm^ndim", "concentrations are non-negative")
             if v.ndim == 1:
@@ -154,6 +158,52 @@ class Model:
         return tuple(k for k in BUDGET_FLOWS if k not in skip)
 
     @property
+    def has_held(self) -> bool:
+        """Some voxel is held at a fixed value (``dirichlet_mask`` or a ``Dirichlet(at="voxel")`` face)."""
+        return self.dirichlet_mask is not None or bool(self._layers())
+
+    def _layers(self) -> list[tuple[tuple, list[Any]]]:
+        """Per face (order x-, x+, y-, y+, z-, z+) holding a layer for some substrate: the index of
+        the face's voxel layer and each substrate's held value there (None: not held by this face)."""
+        ndim = self.grid.ndim
+        faces = [s.faces(ndim) for s in self.substrates]
+        out = []
+        for j in range(2 * ndim):
+            values = [f[j].held_layer() for f in faces]
+            if any(v is not None for v in values):
+                a, end = divmod(j, 2)
+                idx = [slice(None)] * ndim
+                idx[a] = -1 if end else 0
+                out.append((tuple(idx), values))
+        return out
+
+    def held_voxels(self, dtype: Any) -> tuple[jax.Array, jax.Array] | tuple[None, None]:
+        """The held voxels of every substrate: ``(S, *grid.shape)`` bool mask and values (amount/µm^ndim),
+        or ``(None, None)`` when nothing is held.
+
+        The ``Dirichlet(at="voxel")`` faces' outermost layers first, set up as BioFVM sets up its
+        outer Dirichlet nodes: face by face in the order x-, x+, y-, y+, z-, z+, a face holding a
+        layer for some substrate decides the whole layer for every substrate (held at its value
+        where that substrate's face is ``at="voxel"``, not held otherwise), so where two layers
+        meet (edges, corners) the later face wins; then the model's ``dirichlet_mask`` voxels
+        (at ``dirichlet_value``).
+        """
+        if not self.has_held:
+            return None, None
+        shape = (self.n_substrates,) + self.grid.shape
+        mask, value = jnp.zeros(shape, bool), jnp.zeros(shape, dtype)
+        for idx, values in self._layers():
+            for i, v in enumerate(values):
+                mask = mask.at[(i, *idx)].set(v is not None)
+                if v is not None:
+                    value = value.at[(i, *idx)].set(jnp.asarray(v, dtype))
+        if self.dirichlet_mask is not None:
+            user = jnp.broadcast_to(self.dirichlet_mask, shape)
+            value = jnp.where(user, self.dirichlet_value.astype(dtype), value)
+            mask = mask | user
+        return mask, value
+
+    @property
     def has_leak(self) -> bool:
         """Some substrate leaks into a compartment (the state then carries ``compartments``)."""
         return any(s.leak is not None for s in self.substrates)
@@ -175,14 +225,16 @@ class Model:
         """Traced parameters of substrate ``i`` cast to the field dtype."""
         s = self.substrates[i]
         faces = tuple(jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), f) for f in s.faces(self.grid.ndim))
-        hold = None if self.dirichlet_value is None else self.dirichlet_value[i].astype(dtype)
+        mask, hold = self.held_voxels(dtype)
+        if mask is not None:
+            mask, hold = mask[i], hold[i]
         q = None if s.production is None else jnp.asarray(s.production, dtype)
         v = None if s.velocity is None else jnp.asarray(s.velocity, dtype)
-        return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, self.dirichlet_mask, hold,
+        return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, mask, hold,
                       s.name, q, v)
 
     def init(self, cells: Cells | None = None, fields: Any = None, matrix: Any = None,
-             compartments: Any = None) -> State:
+             compartments: Any = None, held_at_start: bool = True) -> State:
         """Initial state at t = 0.
 
         Args:
@@ -194,6 +246,10 @@ class Model:
                 model with a :class:`jaxcell.Matrix`.
             compartments: ``{name: (S,)}`` concentrations in the compartments at t = 0
                 (amount/µm^ndim; default 0).
+            held_at_start: held voxels start at their held value (default). False
+                keeps ``fields`` there too, as PhysiCell does (it first imposes its
+                Dirichlet values in the first step); the first step books the
+                difference as inflow or outflow.
         """
         dtype = float_dtype()
         shape = (self.n_substrates,) + self.grid.shape
@@ -209,8 +265,9 @@ class Model:
                     raise ValueError(f"fields must have shape (S, *grid.shape) = {shape}, got {f.shape}")
             check_nonneg(f, "fields", "amount/µm^ndim", "concentrations are non-negative")
             f = jnp.asarray(f)
-        if self.dirichlet_mask is not None:
-            f = jnp.where(self.dirichlet_mask, self.dirichlet_value.astype(dtype), f)
+        mask, hold = self.held_voxels(dtype)
+        if mask is not None and held_at_start:
+            f = jnp.where(mask, hold, f)
         if cells is not None:
             if not isinstance(cells, Cells):
                 raise ValueError(f"cells must be jc.Cells or None, got {type(cells).__name__}")

@@ -28,7 +28,8 @@ Schema (every table optional unless marked)::
     boundary = { "x-" = { flux = 1.0 }, "y" = "periodic", "x+" = { dirichlet = 0.0 } }
                                       # per face ("x-", "x+", ...; an axis "y" for both):
                                       # "noflux", "periodic" (whole axes only), { flux = amount/(µm^(ndim-1)·s) },
-                                      # { dirichlet = amount/µm^ndim },
+                                      # { dirichlet = amount/µm^ndim }, { dirichlet = v, at = "voxel" }
+                                      # (PhysiCell: the outermost voxel layer held, the face no-flux),
                                       # { robin = { permeability = 0.5, outside = 0.0 } }  (µm/s, amount/µm^ndim)
     production = 0.0                  # by the tissue itself, amount/(µm^ndim·s)
     velocity = [0.5, 0.0]             # uniform interstitial flow, µm/s (faces it crosses: dirichlet or robin)
@@ -48,9 +49,12 @@ Schema (every table optional unless marked)::
     [[cells]]                         # populations
     type = "responder"                # label (responses, reports); several populations may share one
     placement = "random"              # "random" (count, lo, hi), "sphere" (count, center, radius),
-    count = 1000                      # "lattice" (spacing, lo, hi), "csv" (file with x,y,z columns)
+    count = 1000                      # "lattice" (spacing, lo, hi), "csv" (file with x,y,z columns),
+                                      # "positions" (positions = [[x, y, z], ...] µm)
     secretion = { "IL-2" = 0.0 }      # amount/s per cell
     uptake = { "IL-2" = 0.0 }         # µm^ndim/s per cell
+    saturation = { "IL-2" = 1.0 }     # BioFVM's secretion toward a target density, amount/µm^ndim,
+    saturation_rate = { "IL-2" = 10.0 }  # at this rate, µm^ndim/s per cell: rate·(target − c)
     volume = 2494.0                   # µm³ (informational)
     receptors = { "IL-2" = { total = 1000.0, kon = 0.0515, koff = 2.3e-4, kint = 1.1e-3,
                              synthesis = 0.0, turnover = 0.0 } }
@@ -65,6 +69,10 @@ Schema (every table optional unless marked)::
     [run]
     solver = "implicit"; dt = 5.0; t_end = 3600.0; save_every = 300.0; seed = 0; coupling = "nearest"
     capacity = 5000                   # cell slots (>= the cells placed): room for daughters
+    held_at_start = true              # false: held voxels start at `initial`, set in the first step (PhysiCell)
+
+A PhysiCell ``PhysiCell_settings.xml`` is read by :mod:`jaxcell.physicell` into
+this same schema (:func:`load` takes either; ``--set`` keys are this schema's).
 """
 
 from __future__ import annotations
@@ -87,22 +95,24 @@ import numpy as np
 
 from jaxcell import solvers
 from jaxcell._node import float_dtype
+from jaxcell._version import __version__
 from jaxcell.behaviour import BEHAVIOURS, UNITS, Rule, Rules, parse_behaviour, rules
 from jaxcell.binding import Response
 from jaxcell.body import Compartment, Leak
-from jaxcell.boundary import FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
+from jaxcell.boundary import DIRICHLET_AT, FACES, Boundary, Dirichlet, Flux, Periodic, Robin, normalise
 from jaxcell.cells import Cells, Receptors
 from jaxcell.grid import AXES, Grid
 from jaxcell.medium import Matrix
 from jaxcell.model import Model, State, check_memory
 from jaxcell.substrate import Substrate
 
-__all__ = ["DEFAULT", "Checker", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load"]
+__all__ = ["DEFAULT", "Checker", "RunConfig", "Scenario", "ScenarioError", "builtin_scenarios", "load",
+           "load_scenario", "to_toml"]
 
 DEFAULT = "paracrine_niche"
 """Name of the built-in scenario ``jaxcell run`` uses when given none."""
 
-PLACEMENTS = ("random", "lattice", "sphere", "csv")
+PLACEMENTS = ("random", "lattice", "sphere", "csv", "positions")
 
 
 class ScenarioError(ValueError):
@@ -129,6 +139,7 @@ class RunConfig:
     seed: int = 0
     coupling: str = "nearest"
     capacity: int = 0  # cell slots; 0: as many as cells placed
+    held_at_start: bool = True  # held voxels start at their value (False: at `initial`, as PhysiCell)
 
     def save_times(self) -> np.ndarray:
         """Frame times (s): 0, save_every, 2·save_every, ... and t_end, ``(T,)``."""
@@ -157,6 +168,9 @@ class Scenario:
             index, -1: no rule), ``bound`` (1: bound receptors, 0: local
             concentration), ``threshold`` and ``below`` (1: active below it).
         behaviour: the ``[[rules]]`` as a :class:`jaxcell.Rules` (None without rules).
+        physicell_thickness: for a PhysiCell settings file, the thickness (µm) of its
+            one-voxel 2D slab (1 in 3D): ``jaxcell run`` then also writes PhysiCell's
+            microenvironment .mat files; None for TOML scenarios.
     """
 
     name: str
@@ -171,10 +185,31 @@ class Scenario:
     activation: dict[str, np.ndarray]
     behaviour: Rules | None = None
     activation_by_type: dict[str, np.ndarray] | None = None  # (T,) arrays: the first population's rule per type
+    physicell_thickness: float | None = None  # read from PhysiCell XML: its 2D slab thickness (1 in 3D), µm
 
     @property
     def grid(self) -> Grid:
         return self.model.grid
+
+    @property
+    def state(self) -> State:
+        """The state at t = 0 (:meth:`init_state`; built anew at each access)."""
+        return self.init_state()
+
+    @property
+    def dt(self) -> float:
+        """Step, s (``run.dt``)."""
+        return self.run.dt
+
+    @property
+    def t_end(self) -> float:
+        """End time, s (``run.t_end``)."""
+        return self.run.t_end
+
+    @property
+    def save_every(self) -> float:
+        """Frame interval, s (``run.save_every``)."""
+        return self.run.save_every
 
     @property
     def n_cells(self) -> int:
@@ -190,13 +225,13 @@ class Scenario:
         dtype = float_dtype()
         check_memory(self.model, dtype, self.n_cells)  # before the fields below are allocated
         if not np.any(self.initial):
-            state = self.model.init(self.cells)
+            state = self.model.init(self.cells, held_at_start=self.run.held_at_start)
         else:
             # the run's dtype (float32 unless x64): no double-size float64 copy of a big grid
             shape = (self.model.n_substrates,) + self.grid.shape
             fields = np.empty(shape, dtype)
             fields[...] = self.initial.astype(dtype).reshape((-1,) + (1,) * self.grid.ndim)
-            state = self.model.init(self.cells, fields=fields)
+            state = self.model.init(self.cells, fields=fields, held_at_start=self.run.held_at_start)
         if self.behaviour is not None:  # base values recorded now, so snapshots have their final layout
             state = dataclasses.replace(state, cells=self.behaviour.prepare(state.cells, self.model))
         return state
@@ -275,7 +310,7 @@ def builtin_scenarios() -> dict[str, str]:
 def _is_file(src: str) -> bool:
     """Whether a scenario argument names a file (else a built-in name)."""
     path = Path(src)
-    return path.suffix == ".toml" or path.exists() or "/" in src or "\\" in src
+    return path.suffix in (".toml", ".xml") or path.exists() or "/" in src or "\\" in src
 
 
 def source_label(source: str | Path | None) -> str:
@@ -432,6 +467,11 @@ class Checker:
             raise self.err(key, f"must be <= {maximum:,}, got {value:,}", f"give an integer <= {maximum:,}")
         return int(value)
 
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.err(key, f"must be true or false, got {_kind(value)} {value!r}", f"write {key} = true")
+        return value
+
     def string(self, value: Any, key: str, choices: Sequence[str] | None = None) -> str:
         if not isinstance(value, str):
             raise self.err(key, f"must be a string, got {_kind(value)}", f'write {key.split(".")[-1]} = "..."')
@@ -496,13 +536,13 @@ _SUBSTRATE = ("name", "diffusion", "decay", "initial", "boundary", "units", "pro
 _MATRIX = ("sites", "kon", "koff", "degradation")
 _REGION = ("shape", "lo", "hi", "center", "radius", "axis", "diffusion", "decay", "production", "sites", "leak")
 _VESSEL = ("shape", "lo", "hi", "center", "radius", "axis", "value")
-_CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "secretion",
-          "uptake", "receptors", "activation", "volume", "base")
+_CELLS = ("type", "placement", "count", "lo", "hi", "center", "radius", "spacing", "file", "positions",
+          "secretion", "uptake", "saturation", "saturation_rate", "receptors", "activation", "volume", "base")
 _RECEPTOR = ("total", "kon", "koff", "kint", "synthesis", "turnover")
 _RESPONSE = ("target", "signal", "max", "K", "n", "basal", "cell_type", "parameter", "kind")
 _ACTIVATION = ("signal", "bound", "concentration", "below", "state")
 _FACE_KINDS = ("flux", "dirichlet", "robin")
-_RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity")
+_RUN = ("solver", "dt", "t_end", "save_every", "seed", "coupling", "capacity", "held_at_start")
 _RULE = ("signal", "kind", "behaviour", "direction", "max", "K", "n", "cell_type")
 MAX_CAPACITY = 100_000_000  # cell slots a scenario may ask for
 _PLACEMENT_KEYS = {
@@ -510,6 +550,7 @@ _PLACEMENT_KEYS = {
     "sphere": ("count", "center", "radius"),
     "lattice": ("spacing", "lo", "hi"),
     "csv": ("file",),
+    "positions": ("positions",),
 }
 
 
@@ -525,14 +566,68 @@ def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Sce
     Raises:
         ScenarioError: anything wrong, as one line naming the file, the key and the fix.
     """
+    from jaxcell import physicell  # it builds on this module's errors
+
     name, label, text, base = _read_source(source)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
+    notes: list[str] = []
+    thickness = None
+    if physicell.is_physicell(Path(label), text):
+        raw, notes, thickness = physicell.translate(text, label, base)
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ScenarioError(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
     for item in overrides:
         _apply_override(raw, item)
-    return _build(raw, name, label, text, base)
+    if physicell.is_physicell(Path(label), text):  # the translation is what runs, and what outputs keep
+        text = to_toml(raw, header=f"# {label} as read by jaxcell {__version__} (PhysiCell settings, min -> s)\n")
+    sc = _build(raw, name, label, text, base)
+    if thickness is not None:
+        sc = dataclasses.replace(sc, physicell_thickness=thickness)
+    if notes:
+        warnings.warn(f"{label}: left out of this run: {'; '.join(notes)} (cells hold still with their "
+                      "secretion and uptake unless a behaviour moves them)", UserWarning, stacklevel=2)
+    return sc
+
+
+load_scenario = load  # the public name (jc.load_scenario)
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) and not k.startswith("-") and "-" not in k[-1:] else json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_toml(raw: dict, header: str = "") -> str:
+    """A scenario table as TOML text (top-level values, ``[tables]``, ``[[arrays of tables]]``) that
+    :mod:`tomllib` reads back to ``raw``."""
+    top = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw.items()
+           if not isinstance(v, dict) and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
+    parts = [header + "\n".join(top)]
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            parts.append(f"[{_toml_key(k)}]\n" + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in v.items()))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for row in v:
+                parts.append(f"[[{_toml_key(k)}]]\n"
+                             + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in row.items()))
+    return "\n\n".join(parts) + "\n"
 
 
 def _build(raw: dict, name: str, label: str, text: str, base: Path) -> Scenario:
@@ -760,6 +855,10 @@ def _read_face(c: Checker, face: str, cond: Any, key: str, substrate: str) -> tu
         cond_b: Boundary = Periodic() if kind == "periodic" else Flux(0.0)
     else:
         ct = c.table(cond, key)
+        at = None
+        if "at" in ct and "dirichlet" in ct:  # { dirichlet = v, at = "voxel" }: PhysiCell's held outer layer
+            ct = dict(ct)
+            at = c.string(ct.pop("at"), _join(key, "at"), DIRICHLET_AT)
         if len(ct) != 1 or next(iter(ct)) not in _FACE_KINDS:
             raise c.err(key, f"must be {{ flux = value }}, {{ dirichlet = value }}, {{ robin = {{ permeability = "
                         f"value, outside = value }} }}, \"periodic\" or \"noflux\", got {cond!r}",
@@ -779,8 +878,8 @@ def _read_face(c: Checker, face: str, cond: Any, key: str, substrate: str) -> tu
             fix = (f'an inward flux; for a sink use "{face}" = {{ dirichlet = 0.0 }}' if kind == "flux"
                    else "concentrations are non-negative")
             with c.at(vkey, fix):
-                cond_b = Flux(x) if kind == "flux" else Dirichlet(x)
-            cfg = {kind: x}
+                cond_b = Flux(x) if kind == "flux" else Dirichlet(x, at=at or "face")
+            cfg = {kind: x, **({"at": at} if at else {})}
     with c.at(key, f"faces are {', '.join(FACES)}; \"periodic\" takes a whole axis ({', '.join(AXES)}), "
               f'e.g. "y" = "periodic"'):
         normalise({face: cond_b}, substrate)
@@ -799,6 +898,7 @@ def _read_run(c: Checker, value: Any) -> tuple[RunConfig, dict]:
         seed=c.integer(r.get("seed", 0), "run.seed"),
         coupling=c.string(r.get("coupling", "nearest"), "run.coupling", ("nearest", "linear")),
         capacity=c.integer(r.get("capacity", 0), "run.capacity", maximum=MAX_CAPACITY),
+        held_at_start=c.boolean(r.get("held_at_start", True), "run.held_at_start"),
     )
     save_every = c.number(r.get("save_every", run.t_end / 10), "run.save_every", "s", positive=True)
     if save_every > run.t_end:
@@ -836,7 +936,7 @@ def _read_populations(c: Checker, value: Any, grid: Grid, names: Sequence[str], 
         tname = c.string(p.get("type", f"cells{i}"), f"{key}.type")
         placement = c.string(p["placement"], f"{key}.placement", PLACEMENTS)
         for k in p:
-            if k in ("count", "lo", "hi", "center", "radius", "spacing", "file") and \
+            if k in ("count", "lo", "hi", "center", "radius", "spacing", "file", "positions") and \
                     k not in _PLACEMENT_KEYS[placement]:
                 raise c.err(_join(key, k), f"does not apply to placement = {placement!r}",
                             f"{placement!r} takes {', '.join(_PLACEMENT_KEYS[placement])}; remove {k}")
@@ -844,16 +944,23 @@ def _read_populations(c: Checker, value: Any, grid: Grid, names: Sequence[str], 
         n = pos.shape[0]
         sec = c.per_substrate(p.get("secretion", {}), f"{key}.secretion", names, "amount/s")
         upt = c.per_substrate(p.get("uptake", {}), f"{key}.uptake", names, "µm^ndim/s")
+        sat = c.per_substrate(p.get("saturation", {}), f"{key}.saturation", names, "amount/µm^ndim")
+        sat_rate = c.per_substrate(p.get("saturation_rate", {}), f"{key}.saturation_rate", names, "µm^ndim/s")
+        for nm in sat:
+            if nm not in sat_rate:
+                raise c.err(_join(f"{key}.saturation", nm), "a target density without a rate does nothing",
+                            f"add saturation_rate = {{ {nm!r} = ... }} (µm^ndim/s) or remove it")
         vol = c.number(p.get("volume", 2494.0), f"{key}.volume", "µm³", positive=True)
         recs = _read_receptors(c, p.get("receptors", {}), f"{key}.receptors", names)
         act = _read_activation(c, p["activation"], f"{key}.activation", names, recs) if "activation" in p else None
         base_rates = _read_base(c, p.get("base", {}), f"{key}.base", names)
         if tname not in types:
             types.append(tname)
-        pops.append({"type": types.index(tname), "pos": pos, "sec": sec, "upt": upt, "vol": vol, "rec": recs,
-                     "act": act, "n": n, "base": base_rates})
+        pops.append({"type": types.index(tname), "pos": pos, "sec": sec, "upt": upt, "sat": sat,
+                     "sat_rate": sat_rate, "vol": vol, "rec": recs, "act": act, "n": n, "base": base_rates})
         cfgs.append({"type": tname, "placement": placement, **place_cfg, "count": n, "secretion": sec,
-                     "uptake": upt, "volume": vol, "receptors": recs, **({"activation": act} if act else {}),
+                     "uptake": upt, **({"saturation": sat, "saturation_rate": sat_rate} if sat_rate else {}),
+                     "volume": vol, "receptors": recs, **({"activation": act} if act else {}),
                      **({"base": base_rates} if base_rates else {})})
     return pops, types, cfgs
 
@@ -964,10 +1071,10 @@ def _read_base(c: Checker, value: Any, key: str, names: Sequence[str]) -> dict[s
             head, sub = parse_behaviour(str(k))
         except ValueError:
             head, sub = "", None
-        if head in ("", "secretion", "uptake"):
+        if head in ("", "secretion", "uptake", "saturation_rate"):
             raise c.err(_join(key, k), "is no behaviour with a base value",
-                        "use speed, division, death or \"chemotaxis:<substrate>\" (secretion and uptake "
-                        "start from the population's own rates)")
+                        "use speed, division, death or \"chemotaxis:<substrate>\" (secretion, uptake and "
+                        "saturation_rate start from the population's own rates)")
         if sub is not None:
             c.substrate_name(sub, _join(key, k), names)
         out[k] = c.number(v, _join(key, k), UNITS[head])
@@ -1085,6 +1192,8 @@ def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid, names: Sequence[st
     base = {k: np.zeros((n_tot,)) for k in base_keys}
     sec = np.zeros((n_tot, n_sub))
     upt = np.zeros((n_tot, n_sub))
+    sat = np.zeros((n_tot, n_sub))
+    sat_rate = np.zeros((n_tot, n_sub))
     vol = np.zeros((n_tot,))
     rec = {f: np.zeros((n_tot, n_sub)) for f in _RECEPTOR}
     any_rec = False
@@ -1094,6 +1203,8 @@ def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid, names: Sequence[st
         for j, nm in enumerate(names):
             sec[sl, j] = p["sec"].get(nm, 0.0)
             upt[sl, j] = p["upt"].get(nm, 0.0)
+            sat[sl, j] = p["sat"].get(nm, 0.0)
+            sat_rate[sl, j] = p["sat_rate"].get(nm, 0.0)
             if nm in p["rec"]:
                 any_rec = True
                 for f in _RECEPTOR:
@@ -1112,7 +1223,8 @@ def _make_cells(c: Checker, pops: Sequence[dict], grid: Grid, names: Sequence[st
     if free:
         vol[n_placed:] = pops[0]["vol"]
     with c.at("cells", "check the [[cells]] tables"):
-        cells = Cells(pos, secretion=sec, uptake=upt, receptors=receptors, volume=vol, type=tid,
+        cells = Cells(pos, secretion=sec, uptake=upt, saturation=sat, saturation_rate=sat_rate,
+                      receptors=receptors, volume=vol, type=tid,
                       alive=np.arange(n_tot) < n_placed, base=base)
         cells = cells.conform(grid, n_sub)
     return cells, act
@@ -1172,6 +1284,19 @@ def _place(c: Checker, p: dict, key: str, placement: str, grid: Grid, lo_dom: np
         axes = [lo[a] + (np.arange(counts[a]) + 0.5) * sp[a] for a in range(ndim)]
         pos = np.stack([m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")], axis=1)
         return pos, {"lo": lo.tolist(), "hi": hi.tolist(), "spacing": sp.tolist()}
+    if placement == "positions":
+        if "positions" not in p:
+            raise c.err(f"{key}.positions", "missing",
+                        f"positions placement needs positions = [[{', '.join(AXES[:ndim])}], ...] (µm)")
+        rows = p["positions"]
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise c.err(f"{key}.positions", f"must be a list of [{', '.join(AXES[:ndim])}] lists (µm)",
+                        "write positions = [[10.0, 20.0], [30.0, 5.0]] (2D)")
+        pos = np.asarray([c.vector(r, f"{key}.positions[{j}]", ndim, "µm", nonneg=False) for j, r in enumerate(rows)],
+                         float).reshape(-1, ndim)
+        _in_domain(c, f"{key}.positions", pos.min(0) if len(pos) else lo_dom, pos.max(0) if len(pos) else lo_dom,
+                   lo_dom, hi_dom)
+        return pos, {"positions": pos.tolist()}
     # csv
     if "file" not in p:
         raise c.err(f"{key}.file", "missing", "csv placement needs file = \"cells.csv\" (x,y,z columns, µm)")

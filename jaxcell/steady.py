@@ -75,7 +75,7 @@ def steady_state(model: Model, cells: Cells | None = None, *, tol: float | None 
         faces = s.faces(grid.ndim)
         # a face with a conductance (Dirichlet, Robin) removes mass in proportion to c
         conducting = any(not f.periodic and f.conductance(1.0, 1.0) is not None for f in faces)
-        removing = conducting or model.dirichlet_mask is not None
+        removing = conducting or model.has_held
         if s.leak is not None:  # what leaks out leaves for good only through the compartment's clearance
             removing = removing or concrete_max(model.compartment(s.leak.compartment).clearance) != 0.0
         no_clearance = clear_max[i] == 0.0  # False when unknown (traced cells)

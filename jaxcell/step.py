@@ -160,8 +160,9 @@ def _matrix(ctx: Context, d: StepData) -> StepData:
     # all substrates in one elementwise pass over (S, *grid.shape): no per-substrate slices and restacking
     rates = MatrixRates(*(per_substrate(w) for w in MatrixRates._fields))
     L, M, deg = matrix_step(d.fields, d.matrix, rates, ctx.dt)
-    if m.dirichlet_mask is not None:  # held voxels keep their value; their matrix does not evolve
-        L, M, deg = (jnp.where(m.dirichlet_mask, x0, x) for x, x0 in ((L, d.fields), (M, d.matrix), (deg, 0.0)))
+    held, _ = m.held_voxels(dtype)
+    if held is not None:  # held voxels keep their value; their matrix does not evolve
+        L, M, deg = (jnp.where(held, x0, x) for x, x0 in ((L, d.fields), (M, d.matrix), (deg, 0.0)))
     degraded = jnp.sum(deg.reshape(deg.shape[0], -1), axis=1) * m.grid.voxel_volume
     flows = {**d.flows, "matrix_degraded": d.flows["matrix_degraded"] + degraded}
     return d._replace(fields=L, matrix=M, flows=flows)
@@ -172,6 +173,7 @@ def _leak(ctx: Context, d: StepData) -> StepData:
     dtype = d.fields.dtype
     vol = m.grid.voxel_volume
     fields = list(d.fields)
+    held, _ = m.held_voxels(dtype)
     comps, cleared = {}, jnp.zeros(d.fields.shape[:1], dtype)
     for cp in m.compartments:
         V, kc = jnp.asarray(cp.volume, dtype), jnp.asarray(cp.clearance, dtype)
@@ -184,8 +186,8 @@ def _leak(ctx: Context, d: StepData) -> StepData:
                 gone.append(ctx.dt * kc * V * c1)
                 continue
             rate = s.leak.per_voxel(m.grid.shape, dtype)
-            if m.dirichlet_mask is not None:  # held voxels keep their value: they do not leak
-                rate = jnp.where(m.dirichlet_mask, 0, rate)
+            if held is not None:  # held voxels keep their value: they do not leak
+                rate = jnp.where(held[i], 0, rate)
             fields[i], c1, _, out = leak_step(fields[i], c0, rate, cp, vol, ctx.dt)
             cb.append(c1)
             gone.append(out)
@@ -202,11 +204,11 @@ def _binding(ctx: Context, d: StepData) -> StepData:
 
 def _held(ctx: Context, d: StepData) -> StepData:
     m = ctx.model
-    hold = m.dirichlet_value.astype(d.fields.dtype)
-    diff = jnp.where(m.dirichlet_mask, hold - d.fields, 0) * m.grid.voxel_volume
+    held, hold = m.held_voxels(d.fields.dtype)
+    diff = jnp.where(held, hold - d.fields, 0) * m.grid.voxel_volume
     inflow, outflow = jax.vmap(split_signed)(diff.reshape(diff.shape[0], -1))
     flows = {**d.flows, "inflow": d.flows["inflow"] + inflow, "outflow": d.flows["outflow"] + outflow}
-    return d._replace(fields=jnp.where(m.dirichlet_mask, hold, d.fields), flows=flows)
+    return d._replace(fields=jnp.where(held, hold, d.fields), flows=flows)
 
 
 def field_gradient(fields: jax.Array, spacing: tuple[float, ...]) -> jax.Array:
@@ -320,7 +322,7 @@ def plan(model: Any, cells: Cells | None, behaviour: Callable[..., Cells] | None
     stages.extend(medium)
     if cells.receptors is not None:
         stages.append(BINDING)
-        if model.dirichlet_mask is not None:
+        if model.has_held:
             stages.append(HELD)
     stages.extend(after)
     return Plan(tuple(stages), not per_step_coupling, not per_step_exchange, model.flows)

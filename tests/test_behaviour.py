@@ -61,6 +61,26 @@ def test_rules_combine_as_physicell():
     np.testing.assert_array_equal(np.asarray(again.secretion), np.asarray(new.secretion))
 
 
+def test_saturation_rate_rule_regulates_biofvm_secretion():
+    """``saturation_rate:<s>`` (PhysiCell's "<s> secretion"): Hill down-regulation from each cell's own
+    rate towards ``max``; the target density and the other rates are left alone."""
+    rng = np.random.default_rng(2)
+    n = 30
+    conc = rng.uniform(0, 4, (n, 2))
+    base = rng.uniform(1.0, 3.0, (n, 2))
+    cells = jc.Cells(rng.uniform(0, 100, (n, 2)), saturation=0.7, saturation_rate=base, uptake=0.4)
+    names = ("o2", "chemokine")
+    beh = jc.rules([jc.Rule("o2", "concentration", "saturation_rate:chemokine", "down", max=0.2, K=1.5, n=2.0)])
+    model = jc.Model(jc.Grid((10, 10), 10.0), [jc.Substrate(s, 1.0) for s in names])
+    cells = beh.prepare(cells.conform(model.grid, 2), model)
+    new = beh(cells, env_of(conc, names), 0.0)
+    want = [physicell(base[i, 1], [], [(conc[i, 0], 1.5, 2.0)], 0.0, 0.2) for i in range(n)]
+    np.testing.assert_allclose(np.asarray(new.saturation_rate[:, 1]), want, rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(new.saturation_rate[:, 0]), base[:, 0])
+    np.testing.assert_array_equal(np.asarray(new.saturation), 0.7)
+    np.testing.assert_array_equal(np.asarray(new.uptake), 0.4)
+
+
 def lattice(n, lo, hi, ndim=2):
     side = int(np.ceil(n ** (1 / ndim)))
     g = np.linspace(lo, hi, side)

@@ -1,5 +1,6 @@
 """Cells and paracrine exchange: binding closed forms, BioFVM formula, budgets, relays, gradients."""
 
+import biofvm_reference as biofvm
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,26 +75,6 @@ def test_binding_stiff_step_stays_positive_and_conserves():
 # ----------------------------------------------------------------------------- V14 BioFVM
 
 
-def _biofvm_thomas(rho, axis, a, b_end, b_mid):
-    """BioFVM's constant-coefficient Thomas sweep (no-flux), in plain numpy."""
-    x = np.moveaxis(rho, axis, 0).copy()
-    n = x.shape[0]
-    diag = np.full(n, b_mid)
-    diag[0] = diag[-1] = b_end
-    cp = np.zeros(n)
-    denom = np.zeros(n)
-    denom[0] = diag[0]
-    cp[0] = -a / denom[0]
-    x[0] = x[0] / denom[0]
-    for i in range(1, n):
-        denom[i] = diag[i] + a * cp[i - 1]
-        cp[i] = -a / denom[i]
-        x[i] = (x[i] + a * x[i - 1]) / denom[i]
-    for i in range(n - 2, -1, -1):
-        x[i] = x[i] - cp[i] * x[i + 1]
-    return np.moveaxis(x, 0, axis)
-
-
 def test_v14_biofvm_lod_equals_numpy_reference():
     """The lod solver is BioFVM's scheme: LOD sweeps with k/3 each, then per-voxel secretion/uptake."""
     rng = np.random.default_rng(1)
@@ -118,9 +99,8 @@ def test_v14_biofvm_lod_equals_numpy_reference():
     alpha = dt * vcell / vvox
     vox = [tuple(i) for i in np.floor(pos / h).astype(int)]
     for _ in range(3):
-        a = dt * D / h**2
         for axis in range(3):
-            rho = _biofvm_thomas(rho, axis, a, 1 + dt * k / 3 + a, 1 + dt * k / 3 + 2 * a)
+            rho = biofvm.thomas(rho, axis, dt * D / h**2, dt * k / 3)
         for i, v in enumerate(vox):
             rho[v] = (rho[v] + alpha * S[i] * rho_star[i]) / (1 + alpha * (S[i] + U[i]))
             rho[v] += E[i] * dt / vvox

@@ -201,9 +201,9 @@ import jaxcell.model as m
 from jaxcell.scenario import load
 seen = []
 real = m.Model.init
-def spy(self, cells=None, fields=None):
+def spy(self, cells=None, fields=None, **kw):
     seen.append(None if fields is None else np.asarray(fields).dtype)
-    return real(self, cells, fields)
+    return real(self, cells, fields, **kw)
 m.Model.init = spy
 st = load("vessel", ["grid.shape=[15,15,8]", "grid.spacing=40.0"]).init_state()
 print(seen, st.fields.dtype, float(st.fields.min()), float(st.fields.max()))

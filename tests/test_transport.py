@@ -781,8 +781,9 @@ def test_public_api_is_pinned():
     assert sorted(jc.__all__) == sorted([
         "BatchFitResult", "Cells", "Compartment", "Dirichlet", "FitResult", "Flux", "Grid", "Leak", "Matrix",
         "Model", "Periodic", "Posterior", "Receptors",
-        "Response", "Robin", "Rule", "Rules", "State", "Substrate", "Trajectory", "budget", "divide", "fit",
-        "fit_batch", "rules", "sample_posterior", "shard", "simulate", "solvers", "steady_state"])
+        "Response", "Robin", "Rule", "Rules", "Scenario", "State", "Substrate", "Trajectory", "budget", "divide",
+        "fit", "fit_batch", "load_scenario", "rules", "sample_posterior", "shard", "simulate", "solvers",
+        "steady_state"])
     assert all(hasattr(jc, name) for name in jc.__all__)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxcell._node import is_concrete
 from jaxcell.medium import max_speed
-from jaxcell.operators import Layout, along_axis, rate_sum
+from jaxcell.operators import Layout, along_axis, rate_sum, split_signed
 from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 
 
@@ -46,11 +46,12 @@ def _max_reaction(model: Any, cells: Any) -> float | None:
 
 def refuse_held_on_periodic(model: Any, name: str) -> None:
     """Line solves cannot hold interior voxels on a periodic axis (shared by implicit and lod)."""
-    if model.dirichlet_mask is None:
+    if not model.has_held:
         return
     for s in model.substrates:
         if any(f.periodic for f in s.faces(model.grid.ndim)):
-            raise ValueError(f"held voxels (dirichlet_mask) with a periodic axis (substrate {s.name!r}) are "
+            raise ValueError(f"held voxels (dirichlet_mask or Dirichlet(at='voxel')) with a periodic axis "
+                             f"(substrate {s.name!r}) are "
                              f"not supported by solver={name!r}; use solver='explicit' or drop Periodic")
 
 
@@ -84,6 +85,10 @@ class Implicit(Solver):
         grid, theta = model.grid, model.theta
         op, solvers = setup
         vol = grid.voxel_volume
+        jump_in = jump_out = jnp.zeros((), c.dtype)
+        if p.mask is not None:  # a held voxel not yet at its value (Model.init(held_at_start=False)) is set now
+            jump_in, jump_out = split_signed(jnp.where(p.mask, p.hold - c, 0) * vol)
+            c = jnp.where(p.mask, p.hold, c)
         react = p.k + (0 if ex is None else ex.clearance)
         rate = op.rate(c) - react * c
         q = production(p, grid.shape)
@@ -106,7 +111,7 @@ class Implicit(Solver):
         inflow, outflow = op.face_amounts(ceff, dt, p.mask)
         if p.mask is not None:
             hi, ho = op.held_amounts(ceff, dt, p.mask)
-            inflow, outflow = inflow + hi, outflow + ho
+            inflow, outflow = inflow + hi + jump_in, outflow + ho + jump_out
         decayed = dt * vol * rate_sum(p.k, c0 * free)
         if ex is None:
             secreted = uptake = jnp.zeros((), c.dtype)

@@ -3,6 +3,14 @@
 One implicit sweep per axis with ``k/ndim`` of the decay in each, then the
 per-voxel secretion/uptake update ``ρ ← (ρ + dt·S ρ*)/(1 + dt(S + U))``,
 ``ρ += dt·E``. First order in time, monotone; reproduces PhysiCell/BioFVM.
+
+Held voxels (``dirichlet_mask``, ``Dirichlet(at="voxel")`` layers) are BioFVM's
+Dirichlet nodes: their values are imposed before every sweep and after the
+last, and each sweep solves the whole line (held voxels included) with
+no-flux ends, exactly as ``diffusion_decay_solver__constant_coefficients_LOD_*``
+does; what an imposition adds or removes is booked as inflow or outflow.
+Unlike BioFVM, cells in a held voxel do not change it after the sweeps (BioFVM
+lets them until its next step's imposition; every other voxel is the same).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcell.operators import Layout, along_axis, rate_sum
+from jaxcell.operators import Layout, along_axis, rate_sum, split_signed
 from jaxcell.solvers.base import MEDIUM, Amounts, Exchange, Params, Solver, operator, production, register
 from jaxcell.solvers.implicit import refuse_held_on_periodic, refuse_periodic_medium
 
@@ -37,7 +45,8 @@ class LOD(Solver):
         rho = dt * p.k / grid.ndim
         # a decay map makes every line's system different: the per-line operator
         op = operator(grid, p, lines_alike=p.k.ndim == 0)
-        return op, [op.axis_solver(a, dt, rho, p.mask) for a in range(grid.ndim)]
+        # held voxels are unknowns of the line solves too (BioFVM's nodes), imposed around each sweep
+        return op, [op.axis_solver(a, dt, rho, None) for a in range(grid.ndim)]
 
     def step(self, model: Any, p: Params, setup: Any, c: jax.Array, ex: Exchange | None, dt: jax.Array,
              plan: Hashable, layout: Layout | None) -> tuple[jax.Array, Amounts]:
@@ -46,26 +55,31 @@ class LOD(Solver):
         vol = grid.voxel_volume
         free = 1.0 if p.mask is None else ~p.mask
         ceff = []
-        decayed = jnp.zeros((), c.dtype)
+        decayed = inflow = outflow = jnp.zeros((), c.dtype)
         rho = dt * p.k / grid.ndim
+
+        def impose(c: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+            gain, loss = split_signed(jnp.where(p.mask, p.hold - c, 0) * vol)
+            return jnp.where(p.mask, p.hold, c), gain, loss
+
         for a, solve in enumerate(solvers):
-            rhs = op.add_source(c, dt, axes=(a,))
             if p.mask is not None:
-                rhs = jnp.where(p.mask, c, rhs)
+                c, gain, loss = impose(c)
+                inflow, outflow = inflow + gain, outflow + loss
+            rhs = op.add_source(c, dt, axes=(a,))
             # delta form: M y = rhs as y = rhs + M⁻¹(rhs − M rhs), so that the round-off
             # in M⁻¹'s column sums acts on a small correction, not on the whole field
             # (the direct form drifts the mass by ~1e-12 per 1e4 steps in 3D).
             res = dt * op.axis_rate(rhs, a) - rho * rhs
-            if p.mask is not None:
-                res = jnp.where(p.mask, 0, res)
             c = rhs + along_axis(functools.partial(solve, axis=a), res, a, layout)
             ceff.append(c)
-            decayed = decayed + vol * rate_sum(rho, c * free)
-        # every sweep's face flux acted on that sweep's own result
-        inflow, outflow = op.face_amounts(ceff, dt, p.mask)
+            decayed = decayed + vol * rate_sum(rho, c)
         if p.mask is not None:
-            hi, ho = op.held_amounts(ceff, dt, p.mask)
-            inflow, outflow = inflow + hi, outflow + ho
+            c, gain, loss = impose(c)
+            inflow, outflow = inflow + gain, outflow + loss
+        # every sweep's face flux acted on that sweep's own result
+        face_in, face_out = op.face_amounts(ceff, dt, None)
+        inflow, outflow = inflow + face_in, outflow + face_out
         secreted = uptake = produced = jnp.zeros((), c.dtype)
         if ex is not None:
             clear, sat = ex.clearance * free, ex.sat_source * free

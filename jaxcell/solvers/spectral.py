@@ -52,7 +52,7 @@ class Spectral(Solver):
                 if face.spectral_basis is None:
                     raise ValueError(f"solver='spectral' handles no-flux, flux and periodic faces only, not "
                                      f"jc.{type(face).__name__} (substrate {s.name!r}); use solver='implicit'")
-            if model.dirichlet_mask is not None:
+            if model.has_held:
                 raise ValueError(f"solver='spectral' cannot hold interior voxels (held voxels, dirichlet_mask; "
                                  f"substrate {s.name!r}); use solver='implicit'")
 
