@@ -23,7 +23,7 @@ import numpy as np
 from jaxcell._node import float_dtype
 from jaxcell.atomic import staging, why_not_replaceable, write_text
 from jaxcell.grid import Grid
-from jaxcell.inference import NOISES, FitResult, Predict, fit, fit_batch, objective
+from jaxcell.inference import NOISES, FitResult, Predict, fit, profile_losses
 from jaxcell.model import Model
 from jaxcell.scenario import Checker, ScenarioError, read_numeric_csv
 from jaxcell.simulate import simulate
@@ -196,7 +196,8 @@ def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict
     """Profile likelihood: loss with each parameter held on a grid around the optimum, the others re-fitted.
 
     The grid of held values is one :func:`fit_batch` per parameter (one
-    compiled program, the held value traced), started from the best fit.
+    compiled program, the held value traced), started from the best fit
+    (:func:`jaxcell.inference.profile_losses`).
 
     Returns:
         name -> ``{"values": [...] (parameter units), "loss": [...] (0.5 Σ r², None where not finite)}``,
@@ -211,27 +212,15 @@ def _profile(predict: Predict, spec: _FitSpec, res: FitResult) -> dict[str, dict
         cap = _diffusion_cap(spec) if name == "D" else None
         if cap is not None:  # the solver cannot run past its static bound
             values = values[values <= cap * (1 + 1e-12)]
-        others = {n: res.params[n] for n in res.names if n != name}
-        if others:
-            try:
-                capped = _diffusion_cap(spec) if "D" in others else None
-                batch = fit_batch(predict, spec.value, others, fixed={name: values}, nuisance=spec.nuisance,
-                                  noise=spec.noise, iterations=_PROFILE_MAXITER,
-                                  bounds=None if capped is None else {"D": (None, capped)})
-                losses = [float(v) for v in batch.loss]
-            except ValueError:
-                losses = [float("nan")] * len(values)
-        else:
-            losses = _loss_curve(predict, spec, name, values).tolist()
+        capped = _diffusion_cap(spec) if name != "D" and "D" in res.params else None
+        try:
+            losses = profile_losses(predict, spec.value, res.params, name, values, nuisance=spec.nuisance,
+                                    noise=spec.noise, sigma=None, iterations=_PROFILE_MAXITER,
+                                    bounds=None if capped is None else {"D": (None, capped)}).tolist()
+        except ValueError:
+            losses = [float("nan")] * len(values)
         out[name] = {"values": [float(v) for v in values], "loss": [_finite(v) for v in losses]}
     return out
-
-
-def _loss_curve(predict: Predict, spec: _FitSpec, name: str, values: np.ndarray) -> np.ndarray:
-    """Loss ``0.5 Σ r²`` ``(K,)`` of a one-parameter model at ``values`` ``(K,)`` of ``name``, one vmapped call."""
-    loss = objective(predict, spec.value, nuisance=spec.nuisance, noise=spec.noise)
-    curve = jax.jit(jax.vmap(lambda v: loss({name: v})))
-    return np.asarray(curve(jnp.asarray(values, float_dtype())), np.float64)
 
 
 def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,

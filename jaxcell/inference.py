@@ -91,6 +91,14 @@ class FitResult:
         nuisance: several data sets only: a dict per set ``{"scale", "offset",
             "sigma"}`` (``scale``/``offset`` None where not fitted; ``sigma`` the set's
             estimated noise s.d. in its units, None where ``sigma=`` gave it).
+        ci: with ``fit(..., profile=level)``: name -> ``(low, high)``, the
+            profile-likelihood confidence interval of the parameter at that level (in
+            its units; NaN on a side the profile does not cross within the grid, and
+            ``warnings`` says so); None otherwise.
+        profile: with ``profile=``: name -> ``{"values": (K,), "loss": (K,),
+            "threshold": float}``: the held values, the loss ``0.5 Σ r²`` with the
+            other parameters (and nuisances) re-fitted at each, and the loss the
+            interval ends at.
     """
 
     params: dict[str, float]
@@ -108,6 +116,8 @@ class FitResult:
     iterations: int = 0
     residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     nuisance: dict | None = None
+    ci: dict[str, tuple[float, float]] | None = None
+    profile: dict[str, dict] | None = None
 
 
 # --------------------------------------------------------------------------- residuals
@@ -533,7 +543,7 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         mode: str | None = None, maxiter: int = 100, ftol: float = 1e-10, xtol: float = 1e-10,
         gtol: float = 1e-10, max_log_sd: float = 1.0, rel_error_warn: float = 0.1, warmup_steps: int = 0,
         fallback_steps: int = 100, adam_lr: float = 0.05, optimizer: Any = None, max_steps: int = 500,
-        tol: float = 1e-8) -> FitResult:
+        tol: float = 1e-8, profile: bool | float = False, profile_points: int = 41) -> FitResult:
     """Fit positive parameters of ``predict`` to ``observed`` by Levenberg–Marquardt in log space.
 
     Args:
@@ -585,6 +595,18 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         tol: with ``optimizer=``, the fit stops when the norm of the loss's gradient
             with respect to the log-parameters is at most ``tol``; ``fit.warnings``
             says when it was not reached.
+        profile: False, True (level 0.95) or a level in (0, 1): also compute each
+            parameter's profile likelihood and its confidence interval
+            (``fit.profile``, ``fit.ci``; one data set). Each parameter is held on
+            ``profile_points`` values spaced evenly in log around the optimum (to
+            ``±2.5·z·stderr``, at least ±2 %, at most a factor e³), the others and
+            the nuisances re-fitted at each (:func:`fit_batch`, one compiled
+            program); the interval is where the loss crosses ``loss_min + z²/2``
+            when ``sigma`` is given, ``loss_min·exp(z²/n)`` when the noise level is
+            estimated (σ profiled out; n observed points), with z the standard
+            normal quantile of ``(1 + level)/2``; crossings are interpolated
+            between grid points, linearly in √(loss − loss_min) against log-parameter.
+        profile_points: grid points per parameter for ``profile`` (odd: the optimum is one).
 
     LM is a local method: a start on the wrong side of a flat region (e.g. a
     relaxation time far shorter than the first snapshot) can end on a poor
@@ -609,6 +631,10 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         >>> round(res.params["lam"], 3), round(res.scale, 3)
         (20.0, 3.0)
     """
+    level = _profile_level(profile)
+    if level is not None and isinstance(observed, Mapping):
+        raise ValueError("profile= takes one data set (an array), not a dict of them; profile each set's fit, "
+                         "or use jc.sample_posterior for intervals from several sets")
     if isinstance(observed, Mapping):
         return _fit_sets(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds,
                          mode=mode, maxiter=maxiter, ftol=ftol, xtol=xtol, gtol=gtol, max_log_sd=max_log_sd,
@@ -700,6 +726,11 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             warns.append(f"{nm} = {math.exp(theta[i]):.4g} ended at its bound; its standard error is not meaningful")
 
     a, b = ab
+    ci = prof = None
+    if level is not None:
+        ci, prof = _profile(predict, obs, {nm: float(math.exp(theta[i])) for i, nm in enumerate(names)},
+                            {nm: float(se[i]) for i, nm in enumerate(names)}, loss, level, int(profile_points),
+                            nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds, warns=warns)
     return FitResult(
         params={nm: float(math.exp(theta[i])) for i, nm in enumerate(names)},
         stderr={nm: float(se[i]) for i, nm in enumerate(names)},
@@ -715,7 +746,88 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         sigma=float(math.sqrt(s2)) if np.isfinite(s2) else float("nan"),
         iterations=it,
         residuals=r,
+        ci=ci,
+        profile=prof,
     )
+
+
+def _profile_level(profile: Any) -> float | None:
+    if profile is False or profile is None:
+        return None
+    level = 0.95 if profile is True else profile
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"profile must be False, True (0.95) or a level in (0, 1), got {profile!r}")
+    return float(level)
+
+
+def profile_grid(best: float, stderr: float, z: float, points: int) -> np.ndarray:
+    """Held values ``(points,)`` for a profile: evenly spaced in log around ``best`` to ``±2.5·z·stderr``
+    (at least ±2 %, at most a factor e³), ``best`` itself in the middle when ``points`` is odd."""
+    span = float(np.clip(2.5 * z * stderr, 0.02, 3.0)) if np.isfinite(stderr) else 3.0
+    return best * np.exp(np.linspace(-span, span, points))
+
+
+def profile_losses(predict: Predict, observed: np.ndarray, params: Mapping[str, float], name: str,
+                   values: np.ndarray, *, nuisance: str | None, noise: str, sigma: Any,
+                   bounds: Mapping[str, tuple] | None, iterations: int = 30) -> np.ndarray:
+    """Loss ``0.5 Σ r²`` ``(K,)`` with ``name`` held at each of ``values`` ``(K,)`` and the other parameters
+    re-fitted from ``params`` (one :func:`fit_batch`; one vmapped evaluation when there are no others)."""
+    others = {n: v for n, v in params.items() if n != name}
+    if others:
+        bnd = None if bounds is None else {k: v for k, v in bounds.items() if k != name}
+        batch = fit_batch(predict, observed, others, fixed={name: values}, nuisance=nuisance, noise=noise,
+                          sigma=sigma, iterations=iterations, bounds=bnd or None)
+        return np.asarray(batch.loss, np.float64)
+    loss = objective(predict, observed, nuisance=nuisance, noise=noise, sigma=sigma)
+    curve = jax.jit(jax.vmap(lambda v: loss({name: v})))
+    return np.asarray(curve(jnp.asarray(values, float_dtype())), np.float64)
+
+
+def _crossing(values: np.ndarray, losses: np.ndarray, low: float, threshold: float, centre: int,
+              step: int) -> float:
+    """Where the profile first rises above ``threshold`` going from ``centre`` by ``step`` (±1); NaN when it
+    does not within the grid. Interpolated in √(loss − low) against log value: linear for a loss that is
+    quadratic near its minimum, so the grid's spacing barely matters."""
+    i = centre
+    root = np.sqrt(np.maximum(losses - low, 0.0))
+    target = math.sqrt(threshold - low)
+    while 0 <= i + step < len(values):
+        j = i + step
+        if not np.isfinite(losses[j]):
+            return float("nan")
+        if losses[j] > threshold:
+            f = (target - root[i]) / (root[j] - root[i])
+            return float(np.exp(np.log(values[i]) + f * (np.log(values[j]) - np.log(values[i]))))
+        i = j
+    return float("nan")
+
+
+def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr: dict[str, float],
+             loss_min: float, level: float, points: int, *, nuisance: str | None, noise: str, sigma: Any,
+             bounds: Mapping[str, tuple] | None, warns: list[str]) -> tuple[dict, dict]:
+    """Profile-likelihood intervals and curves of every parameter (see :func:`fit`, ``profile=``)."""
+    if points < 5:
+        raise ValueError(f"profile_points must be >= 5, got {points}")
+    points += 1 - points % 2  # odd: the optimum is on the grid
+    z = float(jax.scipy.special.ndtri((1 + level) / 2))
+    n = int(np.isfinite(obs).sum())
+    ci, prof = {}, {}
+    for name, best in params.items():
+        values = profile_grid(best, stderr[name], z, points)
+        losses = profile_losses(predict, obs, params, name, values, nuisance=nuisance, noise=noise, sigma=sigma,
+                                bounds=bounds)
+        low = float(np.nanmin(np.append(losses, loss_min)))
+        threshold = low + z * z / 2 if sigma is not None else low * math.exp(z * z / n)
+        centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else points // 2
+        lo = _crossing(values, losses, low, threshold, centre, -1)
+        hi = _crossing(values, losses, low, threshold, centre, 1)
+        for side, v, end in (("below", lo, values[0]), ("above", hi, values[-1])):
+            if not np.isfinite(v):
+                warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
+                             f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
+        ci[name] = (lo, hi)
+        prof[name] = {"values": values, "loss": losses, "threshold": threshold}
+    return ci, prof
 
 
 def _per_set(value: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:

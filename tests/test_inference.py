@@ -514,3 +514,51 @@ def test_joint_fit_of_two_data_sets_with_their_own_gain_background_and_noise():
         jc.fit(lambda p: {"wt": model(p)}, {"wt": wt}, {"D": 1.0, "k": 3e-4}, nuisance={"mutant": "scale"})
     with pytest.raises(ValueError, match="must return a dict with the keys"):
         jc.fit(model, {"wt": wt}, {"D": 1.0, "k": 3e-4})
+
+
+def test_profile_likelihood_intervals_match_linear_gaussian_closed_form():
+    """y = a·x + b·x² with Gaussian noise: the loss is quadratic in (a, b), so the profile-likelihood interval
+    is â ± z·σ·√C_aa with C = (XᵀX)⁻¹ when σ is given, and â ± √(RSS(e^{z²/n} − 1)·C_aa) when σ is
+    profiled out; the fit's grid interval reproduces both (to 2e-4 of the half-width, interpolated between grid points)."""
+    rng = np.random.default_rng(7)
+    x = np.linspace(1.0, 2.0, 30)
+    sd = 0.05
+    y = 2.0 * x + 0.5 * x**2 + sd * rng.standard_normal(x.size)
+    X = np.stack([x, x**2], 1)
+    est, rss = np.linalg.lstsq(X, y, rcond=None)[:2]
+    C = np.linalg.inv(X.T @ X)
+
+    def predict(p):
+        return p["a"] * x + p["b"] * x**2
+
+    for level, sigma in ((0.95, sd), (0.9, None)):
+        z = {0.95: 1.959963984540054, 0.9: 1.6448536269514722}[level]
+        res = jc.fit(predict, y, {"a": 1.0, "b": 1.0}, sigma=sigma, profile=level)
+        for i, name in enumerate("ab"):
+            half = z * sd * np.sqrt(C[i, i]) if sigma is not None else np.sqrt(
+                float(rss[0]) * np.expm1(z * z / x.size) * C[i, i])
+            lo, hi = res.ci[name]
+            assert abs(lo - (est[i] - half)) < 2e-4 * half and abs(hi - (est[i] + half)) < 2e-4 * half, \
+                (name, level, (lo, hi), est[i], half)
+            prof = res.profile[name]
+            assert prof["values"].shape == prof["loss"].shape == (41,)
+            assert np.nanmin(prof["loss"]) <= prof["threshold"]
+
+
+def test_profile_reports_a_side_the_data_do_not_bound():
+    """A decay length far beyond the data's reach: the profile stays under the threshold above the fit,
+    so the upper end is NaN and a warning says so."""
+    x = np.linspace(0.0, 1.0, 12)
+    y = np.exp(-x / 1e3) * 5.0
+
+    def predict(p):
+        return jnp.exp(-x / p["lam"])
+
+    res = jc.fit(predict, y * (1 + 0.01 * np.cos(7 * x)), {"lam": 50.0}, nuisance="scale", profile=True)
+    lo, hi = res.ci["lam"]
+    assert np.isnan(hi)
+    assert any("do not bound lam from above" in w for w in res.warnings), res.warnings
+    with pytest.raises(ValueError, match="profile must be"):
+        jc.fit(predict, y, {"lam": 50.0}, profile=1.5)
+    with pytest.raises(ValueError, match="one data set"):
+        jc.fit(lambda p: {"s": predict(p)}, {"s": y}, {"lam": 50.0}, profile=True)
