@@ -519,7 +519,8 @@ def test_joint_fit_of_two_data_sets_with_their_own_gain_background_and_noise():
 def test_profile_likelihood_intervals_match_linear_gaussian_closed_form():
     """y = a·x + b·x² with Gaussian noise: the loss is quadratic in (a, b), so the profile-likelihood interval
     is â ± z·σ·√C_aa with C = (XᵀX)⁻¹ when σ is given, and â ± √(RSS(e^{z²/n} − 1)·C_aa) when σ is
-    profiled out; the fit's grid interval reproduces both (to 2e-4 of the half-width, interpolated between grid points)."""
+    profiled out; the fit's grid interval reproduces both (to 2e-4 of the half-width, interpolated between
+    grid points)."""
     rng = np.random.default_rng(7)
     x = np.linspace(1.0, 2.0, 30)
     sd = 0.05
