@@ -840,9 +840,8 @@ def _per_set(value: Any, keys: tuple[str, ...], what: str) -> dict[str, Any]:
     return {k: value for k in keys}
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled_sets(predict: Predict, names: tuple[str, ...], segments: tuple, mode: str) -> Callable:
-    """Jitted ``(theta, o, w) -> (r, J, ab (S, 2))`` for several data sets: ``segments`` holds per set
+def _sets_residual(predict: Predict, names: tuple[str, ...], segments: tuple) -> Callable:
+    """``(theta, o, w) -> (r, ab (S, 2))`` for several data sets: ``segments`` holds per set
     ``(key, shape, nuisance, noise)``; each set's nuisance is eliminated on its own part of ``o``."""
 
     def residual(theta: jax.Array, o: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -871,13 +870,18 @@ def _compiled_sets(predict: Predict, names: tuple[str, ...], segments: tuple, mo
             start += size
         return jnp.concatenate(rs), jnp.stack(abs_)
 
-    return _value_and_jac(residual, mode)
+    return residual
 
 
-def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *, nuisance: Any, noise: Any,
-              sigma: Any, bounds: Any, mode: Any, maxiter: int, ftol: float, xtol: float, gtol: float,
-              max_log_sd: float, rel_error_warn: float, fallback_steps: int, adam_lr: float) -> FitResult:
-    """:func:`fit` of several data sets with shared parameters (see its ``observed``)."""
+@functools.lru_cache(maxsize=16)
+def _compiled_sets(predict: Predict, names: tuple[str, ...], segments: tuple, mode: str) -> Callable:
+    """Jitted ``(theta, o, w) -> (r, J, ab (S, 2))`` of :func:`_sets_residual`."""
+    return _value_and_jac(_sets_residual(predict, names, segments), mode)
+
+
+def _check_sets(observed: Mapping, nuisance: Any, noise: Any, sigma: Any,
+                mode: Any) -> tuple[tuple[str, ...], dict, dict, dict, dict]:
+    """Several data sets checked: ``(keys, nuisance, noise, observed, sigma)``, the last four dicts per set."""
     keys = tuple(observed)
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ValueError("several data sets: observed must be a non-empty dict name (str) -> array")
@@ -891,6 +895,14 @@ def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *,
             sig[k] = _check_sigma(sigmas[k], obs[k].shape)
         except ValueError as e:
             raise ValueError(f"data set {k!r}: {e}") from None
+    return keys, nuis, noises, obs, sig
+
+
+def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *, nuisance: Any, noise: Any,
+              sigma: Any, bounds: Any, mode: Any, maxiter: int, ftol: float, xtol: float, gtol: float,
+              max_log_sd: float, rel_error_warn: float, fallback_steps: int, adam_lr: float) -> FitResult:
+    """:func:`fit` of several data sets with shared parameters (see its ``observed``)."""
+    keys, nuis, noises, obs, sig = _check_sets(observed, nuisance, noise, sigma, mode)
     names, theta0 = _check_init(init)
     lo, hi = _check_bounds(bounds, names, theta0)
     dtype = float_dtype()

@@ -23,7 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcell._node import float_dtype
-from jaxcell.inference import Predict, _check_observed, _check_options, _check_sigma, _data, _make_residual, fit
+from jaxcell.inference import (
+    Predict,
+    _check_observed,
+    _check_options,
+    _check_sets,
+    _check_sigma,
+    _data,
+    _make_residual,
+    _sets_residual,
+    fit,
+)
 
 __all__ = ["Posterior", "sample_posterior"]
 
@@ -69,7 +79,10 @@ def sample_posterior(predict: Predict, observed: Any, init: Mapping[str, float],
 
     Args:
         predict, observed, init, nuisance, noise, sigma: as for :func:`jaxcell.fit`
-            (one data set; NaN marks a missing point).
+            (NaN marks a missing point). Several data sets (a dict of arrays, ``predict``
+            returning a dict): the parameters are shared, each set's nuisance is
+            eliminated on its own, and each set whose ``sigma`` is not given has its
+            own noise level, sampled as ``"sigma:<set>"`` (flat on its log).
         prior: name -> ``(mean, sd)`` of ``log(param)`` (a log-normal prior);
             parameters not named get a flat prior on ``log(param)``.
         num_samples: draws per chain after warm-up.
@@ -85,9 +98,13 @@ def sample_posterior(predict: Predict, observed: Any, init: Mapping[str, float],
         import blackjax
     except ImportError:
         raise ImportError("jc.sample_posterior needs blackjax: pip install 'jaxcell[bayes]'") from None
-    _check_options(nuisance, noise, None)
-    obs = _check_observed(observed, noise, missing=True)
-    sig = _check_sigma(sigma, obs.shape)
+    if isinstance(observed, Mapping):
+        sets, nuis, noises, obs_sets, sig_sets = _check_sets(observed, nuisance, noise, sigma, None)
+    else:
+        _check_options(nuisance, noise, None)
+        sets = ("",)
+        obs_sets = {"": _check_observed(observed, noise, missing=True)}
+        sig_sets = {"": _check_sigma(sigma, obs_sets[""].shape)}
     names = tuple(init)
     prior = dict(prior or {})
     for nm, pr in prior.items():
@@ -105,29 +122,38 @@ def sample_posterior(predict: Predict, observed: Any, init: Mapping[str, float],
     dtype = float_dtype()
     best = fit(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma)
     theta_hat = np.log([best.params[n] for n in names])
-    o, w = _data(obs, sig)
-    n_obs = int(np.sum(~np.isnan(obs)))
-    residual = _make_residual(predict, names, obs.shape, nuisance, noise)
+    parts = [_data(obs_sets[k], sig_sets[k]) for k in sets]
+    o, w = jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts])
+    if sets == ("",):
+        resid = _make_residual(predict, names, obs_sets[""].shape, nuisance, noise)
+    else:
+        resid = _sets_residual(predict, names, tuple((k, obs_sets[k].shape, nuis[k], noises[k]) for k in sets))
+    sizes = [obs_sets[k].size for k in sets]
+    bounds = np.cumsum([0, *sizes])
+    n_obs = [int(np.sum(~np.isnan(obs_sets[k]))) for k in sets]
+    sampled = [i for i, k in enumerate(sets) if sig_sets[k] is None]  # sets whose noise level is sampled
     mean = jnp.asarray([prior[n][0] if n in prior else 0.0 for n in names], dtype)
     sd = jnp.asarray([prior[n][1] if n in prior else 1.0 for n in names], dtype)
     has = jnp.asarray([n in prior for n in names])
-    sample_sigma = sig is None
 
     def logdensity(x: jax.Array) -> jax.Array:
         theta = x[:len(names)]
-        r, _ = residual(theta, o, w)
-        ss = jnp.sum(r * r)
-        if sample_sigma:  # r in data units: σ = exp(x[-1]), flat on log σ
-            log_s = x[-1]
-            ll = -n_obs * log_s - 0.5 * ss * jnp.exp(-2 * log_s)
-        else:
-            ll = -0.5 * ss
+        r, _ = resid(theta, o, w)
+        ll = jnp.zeros((), dtype)
+        for i in range(len(sets)):
+            ss = jnp.sum(r[bounds[i]:bounds[i + 1]] ** 2)
+            if i in sampled:  # r in the set's data units: σ = exp(log σ), flat on log σ
+                log_s = x[len(names) + sampled.index(i)]
+                ll = ll - n_obs[i] * log_s - 0.5 * ss * jnp.exp(-2 * log_s)
+            else:
+                ll = ll - 0.5 * ss
         lp = jnp.sum(jnp.where(has, -0.5 * ((theta - mean) / sd) ** 2, 0.0))
         return ll + lp
 
     start = list(theta_hat)
-    if sample_sigma:
-        start.append(math.log(best.sigma) if np.isfinite(best.sigma) and best.sigma > 0 else 0.0)
+    for i in sampled:
+        s_hat = best.sigma if sets == ("",) else best.nuisance[sets[i]]["sigma"]
+        start.append(math.log(s_hat) if s_hat is not None and np.isfinite(s_hat) and s_hat > 0 else 0.0)
     start = np.asarray(start)
     keys = jax.random.split(key, num_chains)
     draws, acc, div = [], [], []
@@ -147,7 +173,7 @@ def sample_posterior(predict: Predict, observed: Any, init: Mapping[str, float],
         acc.append(float(np.mean(a)))
         div.append(int(np.sum(d)))
     chains_x = np.stack(draws)  # (C, N, P[+1])
-    labels = list(names) + (["sigma"] if sample_sigma else [])
+    labels = list(names) + ["sigma" if sets == ("",) else f"sigma:{sets[i]}" for i in sampled]
     chains = {nm: np.exp(chains_x[:, :, i]) for i, nm in enumerate(labels)}
     return Posterior(samples={k: v.reshape(-1) for k, v in chains.items()}, chains=chains,
                      acceptance=np.asarray(acc), divergences=np.asarray(div))
