@@ -132,9 +132,11 @@ class Dirichlet(Boundary):
             face beyond it is no-flux: PhysiCell/BioFVM's convention. The layer's
             voxels are then held voxels of this substrate, exactly like the
             model's ``dirichlet_mask`` (every solver treats them as such; see
-            :meth:`jaxcell.Model.held_voxels`); where two faces' layers meet (an
-            edge or corner), the later face in the order x-, x+, y-, y+, z-, z+
-            gives the value, as in BioFVM.
+            :meth:`jaxcell.Model.held_voxels`). Where two faces' layers meet (an
+            edge or corner), BioFVM's rule: the later face in the order x-, x+,
+            y-, y+, z-, z+ decides that layer for every substrate of the model,
+            so a substrate whose own face there is not ``at="voxel"`` leaves those
+            edge voxels free even if an earlier face of its own held them.
     """
 
     value: jax.Array

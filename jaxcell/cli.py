@@ -2,7 +2,7 @@
 
 ::
 
-    jaxcell run [SCENARIO.toml | builtin-name] [--out DIR] [--resume] [--set KEY=VALUE ...]
+    jaxcell run [SCENARIO.toml | PhysiCell_settings.xml | builtin-name] [--out DIR] [--resume] [--set KEY=VALUE ...]
     jaxcell run --list                    # the built-in scenarios
     jaxcell fit SPEC.toml [--out DIR]     # fit parameters to a measured profile (jaxcell.fit_cli)
     jaxcell info                          # versions, devices, precision
@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario (TOML file or built-in name) and write its outputs",
                        description="Run a scenario and write fields.zarr, summary.json and PNG figures to DIR.")
     r.add_argument("scenario", nargs="?", default=None,
-                   help="a scenario .toml file or a built-in name (default: paracrine_niche)")
+                   help="a scenario .toml file, a PhysiCell settings .xml file or a built-in name "
+                        "(default: paracrine_niche)")
     r.add_argument("--out", default="jaxcell-out", metavar="DIR", help="output folder (default ./jaxcell-out)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last snapshot")
     r.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")

@@ -507,6 +507,7 @@ def _physicell_files(sc: Scenario, frames: list[dict], folder: Path) -> None:
     vol = grid.voxel_volume * sc.physicell_thickness  # PhysiCell's voxel is dx³ in 2D too
     for k, f in enumerate(frames):
         write_microenvironment_mat(folder / f"output{k:08d}_microenvironment0.mat", centers, vol, f["fields"])
+    write_text(folder / "scenario.toml", sc.text)  # the translation that ran, a scenario of its own
 
 
 def _dry_run(sc: Scenario, state: State) -> None:

@@ -141,8 +141,10 @@ def translate(text: str, label: str, base: Path) -> tuple[dict, list[str], float
     substrates = _microenvironment(r, root, ndim, notes)
     names = [s["name"] for s in substrates]
     defs = _cell_definitions(r, root, names)
-    cells, placed = _initial_cells(r, root, base, grid, ndim, thick, defs, names, notes)
-    rules = _rules(r, root, base, defs, names, thick, placed, notes)
+    specs = _read_rules(r, root, base, defs, names, notes)
+    per_volume = {x["type"] for x in specs if x["key"] != "E"}  # types whose rules act on rates per volume
+    cells, placed = _initial_cells(r, root, base, grid, ndim, thick, defs, names, notes, per_volume)
+    rules = _expand_rules(r, root, specs, placed, thick, notes)
     for _, what in _NOT_SIMULATED:
         who = [nm for nm, d in defs.items() if what in d["does"] and nm in {t for t, _ in placed.values()}]
         if who:
@@ -166,12 +168,14 @@ def _domain(r: _Reader, root: ET.Element) -> tuple[dict, int, float]:
     dx = r.number(dom, "dx", "domain")
     if dx <= 0:
         raise r.err("domain/dx", f"must be > 0 µm, got {dx}", "give the voxel size in µm")
-    for other in ("dy", "dz"):
+    for other in ("dy",) if two_d else ("dy", "dz"):  # in 2D, dz is only the slab's thickness
         v = r.number(dom, other, "domain", default=dx)
         if abs(v - dx) > 1e-9 * dx:
             raise r.err(f"domain/{other}", f"{other} = {v} differs from dx = {dx}: BioFVM's solver uses dx on every "
                         "axis, so PhysiCell itself would be wrong", f"set {other} = {dx} (cubic voxels)")
     dz = r.number(dom, "dz", "domain", default=dx)
+    if dz <= 0:
+        raise r.err("domain/dz", f"must be > 0 µm, got {dz}", "give the voxel size in µm")
     axes = ("x", "y") if two_d else ("x", "y", "z")
     shape, origin = [], []
     for a in axes:
@@ -208,7 +212,14 @@ def _overall(r: _Reader, root: ET.Element, notes: list[str]) -> dict:
     if every <= 0:
         raise r.err("save/full_data/interval", f"must be > 0 min, got {every:g}", "give the save interval in min")
     every = min(every, t_end)
-    dt = min(dt, every)
+    if t_end / every > 10000:
+        raise r.err("save/full_data/interval", f"{every:g} min gives {int(t_end / every)} frames over max_time "
+                    f"{t_end:g} min; jaxcell keeps at most 10000", f"raise the interval to at least "
+                    f"{t_end / 10000:g} min (or --set run.save_every=... in s)")
+    if dt > every:
+        notes.append(f"dt_diffusion {dt:g} min is longer than the save interval {every:g} min (jaxcell steps "
+                     f"{every:g} min)")
+        dt = every
     ratio = every / dt
     if abs(ratio - round(ratio)) > 1e-6 * ratio:
         notes.append(f"save interval {every:g} min is not a multiple of dt_diffusion {dt:g} min (PhysiCell skips "
@@ -251,8 +262,9 @@ def _microenvironment(r: _Reader, root: ET.Element, ndim: int, notes: list[str])
                     act[f] = _true(bv.get("enabled"))
                     val[f] = r.number(bv, ".", f"{where}/Dirichlet_options/boundary_value[@ID='{ident}']",
                                       default=0.0)
+        used = [val[f] for f, _ in _FACES if act[f]]  # a value on a face that is off is never used
         for what, x in (("diffusion_coefficient", D), ("decay_rate", k), ("initial_condition", init),
-                        ("Dirichlet value", min(val.values()))):
+                        ("Dirichlet value", min(used, default=0.0))):
             if x < 0:
                 raise r.err(where, f"{what} = {x:g} is negative", "concentrations and rates are >= 0")
         sub: dict[str, Any] = {"name": name, "diffusion": D / MINUTE, "decay": k / MINUTE, "initial": init}
@@ -283,8 +295,9 @@ def _cell_definitions(r: _Reader, root: ET.Element, names: Sequence[str]) -> dic
     """``{name: {"id", "volume", "S", "T", "U", "E", "does"}}`` per cell definition, with PhysiCell's
     inheritance; rates per minute as written; ``does``: what of :data:`_NOT_SIMULATED` its cells do."""
     zero = {nm: 0.0 for nm in names}
+    # PhysiCell's built-in default cell cycles (Ki67) and dies (apoptosis 0.00319/60 per min) unless told
     defaults = {"id": 0, "volume": _DEFAULT_VOLUME, "S": dict(zero), "T": dict(zero), "U": dict(zero),
-                "E": dict(zero), "does": set()}
+                "E": dict(zero), "does": {"cycle (division)", "death"}}
     legacy = _true(r.text(root, "options/legacy_cell_defaults_copy"))
     defs: dict[str, dict] = {}
     for i, cd in enumerate(root.findall("cell_definitions/cell_definition")):
@@ -394,9 +407,15 @@ def _find_file(r: _Reader, base: Path, folder: str, fname: str, where: str, fix:
 
 
 def _initial_cells(r: _Reader, root: ET.Element, base: Path, grid: dict, ndim: int, thick: float, defs: dict,
-                   names: Sequence[str], notes: list[str]) -> tuple[list[dict], dict[str, tuple[str, float]]]:
+                   names: Sequence[str], notes: list[str],
+                   per_volume: set[str] = frozenset()) -> tuple[list[dict], dict[str, tuple[str, float]]]:
     """``[[cells]]`` tables from the cells csv, one per (cell type, volume) with placement "positions",
-    and ``{type label: (PhysiCell type, volume)}`` of those tables."""
+    and ``{type label: (PhysiCell type, volume)}`` of the types they carry.
+
+    Cells whose csv volume differs from their definition's get rates for their own volume; for a type in
+    ``per_volume`` (rules act on its rates per volume) each such volume is a type of its own,
+    ``"name (V µm³)"``, so that the rules convert exactly (up to :data:`_MAX_VOLUME_TYPES` of them; beyond,
+    the rules use the definition's volume, and ``notes`` says so)."""
     path = _cells_file(r, root, base)
     if path is None:
         return [], {}
@@ -417,29 +436,35 @@ def _initial_cells(r: _Reader, root: ET.Element, base: Path, grid: dict, ndim: i
     if outside:
         notes.append(f"{outside} cell(s) of {path.name} outside the domain (inactive in PhysiCell; left out)")
     pops, placed = [], {}
+    n_vol = {t: sum(1 for (tn, v) in groups if tn == t and v != defs[t]["volume"]) for t, _ in groups}
+    for t in sorted(x for x in per_volume if n_vol.get(x, 0) > _MAX_VOLUME_TYPES):
+        notes.append(f"rules on rates of {t} use its definition's volume for its cells with {n_vol[t]} other "
+                     f"csv volumes (more than {_MAX_VOLUME_TYPES})")
     for (tname, vol), pos in groups.items():
         d = defs[tname]
         per = vol / thick / MINUTE  # V (µm³ → µm^ndim per slab thickness) per minute
-        # cells of a type given another volume in the csv are a type of their own, so that rules on their
-        # rates (per volume in PhysiCell) convert exactly
-        label = tname if vol == d["volume"] else _volume_type(tname, vol)
+        split = tname in per_volume and vol != d["volume"] and n_vol[tname] <= _MAX_VOLUME_TYPES
+        label = _volume_type(tname, vol) if split else tname
         pop: dict[str, Any] = {"type": label, "placement": "positions", "positions": pos, "volume": vol}
-        placed[label] = (tname, vol)
+        placed[label] = (tname, vol if split else d["volume"])
         sec = {nm: d["E"][nm] / thick / MINUTE for nm in names if d["E"][nm] > 0}
         upt = {nm: d["U"][nm] * per for nm in names if d["U"][nm] > 0}
-        rate = {nm: d["S"][nm] * per for nm in names if d["S"][nm] > 0}
-        for key, val in (("secretion", sec), ("uptake", upt), ("saturation_rate", rate)):
+        # a target with a rate of 0 is kept: a rule may raise the rate (PhysiCell's usual switch-on)
+        sat = {nm: d["T"][nm] for nm in names if d["S"][nm] > 0 or d["T"][nm] != 0}
+        rate = {nm: d["S"][nm] * per for nm in sat}
+        for key, val in (("secretion", sec), ("uptake", upt), ("saturation_rate", rate), ("saturation", sat)):
             if val:
                 pop[key] = val
-        if rate:
-            pop["saturation"] = {nm: d["T"][nm] for nm in rate}
         pops.append(pop)
     return pops, placed
 
 
+_MAX_VOLUME_TYPES = 16  # csv volumes of one ruled type that become types of their own (each costs a rule)
+
+
 def _volume_type(tname: str, vol: float) -> str:
     """The jaxcell type label of cells of PhysiCell type ``tname`` whose csv volume differs from the definition's."""
-    return f"{tname} ({vol:g} µm³)"
+    return f"{tname} ({vol!r} µm³)"
 
 
 def _read_cells_csv(r: _Reader, path: Path, defs: dict,
@@ -479,6 +504,9 @@ def _read_cells_csv(r: _Reader, path: Path, defs: dict,
                 except ValueError:
                     raise ScenarioError(label, f"line {n}, column volume", "expected a number",
                                         "fix that row") from None
+                if not (math.isfinite(vol) and vol > 0):
+                    raise ScenarioError(label, f"line {n}, column volume", f"must be > 0 µm³, got {vol:g}",
+                                        "give the cell's volume in µm³, or leave it empty for its definition's")
         else:
             if len(parts) != 4:
                 raise ScenarioError(label, f"line {n}", f"expected 4 numbers x,y,z,ID, got {len(parts)} fields",
@@ -503,16 +531,16 @@ def _read_cells_csv(r: _Reader, path: Path, defs: dict,
 _RULE_BEHAVIOURS = {"secretion": ("saturation_rate", "S"), "uptake": ("uptake", "U"), "export": ("secretion", "E")}
 
 
-def _rules(r: _Reader, root: ET.Element, base: Path, defs: dict, names: Sequence[str], thick: float,
-           placed: dict[str, tuple[str, float]], notes: list[str]) -> list[dict]:
-    """``[[rules]]`` from the enabled rules CSVs (PhysiCell's CBHG format): the rules whose signal is a
-    substrate and whose behaviour is a substrate's secretion, uptake or export; the others go to ``notes``.
+def _read_rules(r: _Reader, root: ET.Element, base: Path, defs: dict, names: Sequence[str],
+                notes: list[str]) -> list[dict]:
+    """The rules of the enabled rules CSVs (PhysiCell's CBHG format) whose signal is a substrate and whose
+    behaviour is a substrate's secretion, uptake or export, as ``{"type", "signal", "head", "sub", "key",
+    "up", "sat", "half", "hill"}`` in PhysiCell's units; the others are counted in ``notes``.
 
     Formats by field count: 8 (v2/v3: type, signal, direction, behaviour, saturation value, half-max,
     Hill power, applies to dead), 9 (v1: a base value after the behaviour, not read: PhysiCell takes the
     definition's) and 10 (v0: type, behaviour, min, base, max, signal, direction, half-max, Hill power,
-    dead). As in PhysiCell, the last rule of a behaviour and direction sets the value it moves towards for
-    all of them. Values are converted as the definitions' (per minute; V/thickness for rates per volume).
+    dead).
     """
     out: list[dict] = []
     lacking: dict[str, int] = {}
@@ -522,7 +550,12 @@ def _rules(r: _Reader, root: ET.Element, base: Path, defs: dict, names: Sequence
         folder, fname = (rs.findtext("folder") or "").strip(), (rs.findtext("filename") or "").strip()
         path = _find_file(r, base, folder, fname, "cell_rules/rulesets/ruleset",
                           "fix <folder>/<filename>, or set the ruleset's enabled=\"false\"")
-        for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        try:
+            lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError as e:
+            raise ScenarioError(str(path), "", f"cannot read the rules file ({e.__class__.__name__})",
+                                "check the file") from None
+        for n, line in enumerate(lines, start=1):
             if not line.strip() or line.lstrip().startswith("//"):
                 continue
             f = [x.strip() for x in line.split(",")]
@@ -550,23 +583,36 @@ def _rules(r: _Reader, root: ET.Element, base: Path, defs: dict, names: Sequence
             except ValueError:
                 raise ScenarioError(str(path), f"line {n}", f"expected numbers for the value, half-max and Hill "
                                     f"power, got {sat!r}, {half!r}, {hill!r}", "fix that row") from None
+            if not (sat_v >= 0 and half_v > 0 and hill_v > 0 and math.isfinite(sat_v + half_v + hill_v)):
+                raise ScenarioError(str(path), f"line {n}", f"the value must be >= 0 and the half-max and Hill "
+                                    f"power > 0, got {sat_v:g}, {half_v:g}, {hill_v:g}", "fix that row")
             head, key = _RULE_BEHAVIOURS[suffix]
-            up = direction.lower() in ("increase", "increases", "promotes")
-            # one jaxcell rule per placed group of the type (its volume converts the per-volume rates)
-            for label, (tname, vol) in placed.items():
-                if tname != ctype:
-                    continue
-                scale = 1 / thick / MINUTE if key == "E" else vol / thick / MINUTE
-                out.append({"signal": signal, "kind": "concentration", "behaviour": f"{head}:{sub}",
-                            "direction": "up" if up else "down", "max": sat_v * scale, "K": half_v, "n": hill_v,
-                            "cell_type": label})
-    # PhysiCell keeps one value to move towards per behaviour and direction: the last rule's
-    last = {(x["cell_type"], x["behaviour"], x["direction"]): x["max"] for x in out}
-    for x in out:
-        x["max"] = last[(x["cell_type"], x["behaviour"], x["direction"])]
+            out.append({"type": ctype, "signal": signal, "head": head, "sub": sub, "key": key,
+                        "up": direction.lower() in ("increase", "increases", "promotes"), "sat": sat_v,
+                        "half": half_v, "hill": hill_v})
     if lacking:
         notes.append("rules jaxcell lacks (" + ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in lacking.items())
                      + ")")
+    return out
+
+
+def _expand_rules(r: _Reader, root: ET.Element, specs: list[dict], placed: dict[str, tuple[str, float]],
+                  thick: float, notes: list[str]) -> list[dict]:
+    """``[[rules]]`` tables: one per rule and placed group of its cell type, the value converted as the
+    definitions' (per minute; × the group's volume / thickness for rates per volume). As in PhysiCell,
+    the last rule of a behaviour and direction sets the value all of them move towards."""
+    out: list[dict] = []
+    for x in specs:
+        for label, (tname, vol) in placed.items():
+            if tname != x["type"]:
+                continue
+            scale = 1 / thick / MINUTE if x["key"] == "E" else vol / thick / MINUTE
+            out.append({"signal": x["signal"], "kind": "concentration", "behaviour": f"{x['head']}:{x['sub']}",
+                        "direction": "up" if x["up"] else "down", "max": x["sat"] * scale, "K": x["half"],
+                        "n": x["hill"], "cell_type": label})
+    last = {(x["cell_type"], x["behaviour"], x["direction"]): x["max"] for x in out}
+    for x in out:
+        x["max"] = last[(x["cell_type"], x["behaviour"], x["direction"])]
     if out:
         ph = r.number(root, "overall/dt_phenotype", "overall", default=6.0)
         dt = r.number(root, "overall/dt_diffusion", "overall", default=0.01)

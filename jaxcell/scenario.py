@@ -586,8 +586,9 @@ def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Sce
     if thickness is not None:
         sc = dataclasses.replace(sc, physicell_thickness=thickness)
     if notes:
-        warnings.warn(f"{label}: left out of this run: {'; '.join(notes)} (cells hold still with their "
-                      "secretion and uptake unless a behaviour moves them)", UserWarning, stacklevel=2)
+        still = "; cells hold still, with their secretion and uptake" if sc.n_cells and sc.behaviour is None else ""
+        warnings.warn(f"{label}: PhysiCell features left out or changed: {'; '.join(notes)}{still}", UserWarning,
+                      stacklevel=2)
     return sc
 
 
@@ -611,7 +612,7 @@ def _toml_value(v: Any) -> str:
         return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+    return json.dumps(str(v), ensure_ascii=False)  # a date or time from --set: a string, which the checks refuse
 
 
 def to_toml(raw: dict, header: str = "") -> str:

@@ -210,9 +210,11 @@ def test_microenvironment_mat_layout_3d(tmp_path):
 RULES = """// PhysiCell's CBHG rules, v3 (8 fields)
 secretor,oxygen,decreases,chemokine secretion,0.5,15,2,0
 bystander,chemokine,increases,chemokine uptake,3,0.2,1,0
+bystander,oxygen,increases,chemokine secretion,4,5,1,0
 secretor,pressure,decreases,cycle entry,0,1,4,0
 default,oxygen,increases,migration speed,1,5,4,0
 secretor,contact with bystander,decreases migration speed,0.01,0.1,10,0
+// a comment in Latin-1: \xe9
 """
 
 
@@ -232,17 +234,17 @@ def test_rules_csv_on_secretion_and_uptake_match_biofvm_reference(tmp_path):
     re-evaluates them after every step's secretion, as jaxcell does: the reference does the same by hand."""
     f = _edit(tmp_path, "<dt_phenotype", "<dt_phenotype")
     f.write_text(_with_rules(f.read_text(), dt_phenotype="0.05"))
-    (f.parent / "rules.csv").write_text(RULES)
+    (f.parent / "rules.csv").write_bytes(RULES.encode("latin-1"))
     with pytest.warns(UserWarning, match="rules jaxcell lacks"):
         sc = jc.load_scenario(f)
-    assert sc.behaviour is not None and len(sc.behaviour.rules) == 3  # one per secretor volume, one bystander
+    assert sc.behaviour is not None and len(sc.behaviour.rules) == 4  # one per secretor volume, two bystander
     traj = _run(sc)
     zero2 = [0.0, 0.0]
     faces = {"xmin": ([True, True], [30.0, 0.5]), "xmax": ([True, False], [38.0, 0.0]),
              "ymax": ([True, False], [20.0, 0.0])}
     secretor = {"S": [0.0, 2.0], "T": [38.0, 1.5], "U": [10.0, 0.1], "E": [0.0, 30.0]}
     cells = [{"voxel": (1, 2), "V": 4000.0, **secretor}, {"voxel": (3, 1), "V": 3000.0, **secretor},
-             {"voxel": (4, 3), "V": 2494.0, "S": zero2, "T": zero2, "U": [0.0, 0.5], "E": zero2},
+             {"voxel": (4, 3), "V": 2494.0, "S": zero2, "T": [0.0, 2.0], "U": [0.0, 0.5], "E": zero2},
              {"voxel": (0, 0), "V": 2494.0, "S": zero2, "T": [38.0, 0.0], "U": [10.0, 0.0], "E": zero2}]
     cells = [{**c, "S": list(c["S"]), "U": list(c["U"])} for c in cells]
 
@@ -260,21 +262,25 @@ def test_rules_csv_on_secretion_and_uptake_match_biofvm_reference(tmp_path):
         for c in cells[:2]:  # secretors: chemokine secretion 2 -> 0.5 as oxygen rises past 15 mmHg
             c["S"][1] = 2.0 + (0.5 - 2.0) * hill(rho[(0, *c["voxel"])], 15.0, 2.0)
         cells[2]["U"][1] = 0.5 + (3.0 - 0.5) * hill(rho[(1, *cells[2]["voxel"])], 0.2, 1.0)
+        # switched on from a rate of 0: the bystander secretes toward its target density 2
+        cells[2]["S"][1] = 0.0 + (4.0 - 0.0) * hill(rho[(0, *cells[2]["voxel"])], 5.0, 1.0)
         if n % 20 == 0:
             frames.append(rho.copy())
     got, ref = np.asarray(traj.fields), np.asarray(frames)
     np.testing.assert_allclose(got[:, ~active], ref[:, ~active], rtol=1e-12, atol=1e-12)
-    assert cells[0]["S"][1] < 1.5  # the repression did act
+    assert cells[0]["S"][1] < 1.5 and cells[2]["S"][1] > 2.0  # the repression and the switch-on did act
 
 
 def _edit(tmp_path: Path, old: str, new: str, src: Path = SETTINGS_2D) -> Path:
     proj = tmp_path / "p"
     shutil.copytree(src.parent, proj / "config")
     f = proj / "config" / src.name
-    text = f.read_text()
-    assert old in text
-    f.write_text(text.replace(old, new, 1))
-    return f
+    for g in (f, proj / "config" / "cells.csv"):
+        text = g.read_text()
+        if old in text:
+            g.write_text(text.replace(old, new, 1))
+            return f
+    raise AssertionError(f"{old!r} is in neither file")
 
 
 @pytest.mark.parametrize("old,new,where,fix", [
@@ -288,6 +294,9 @@ def _edit(tmp_path: Path, old: str, new: str, src: Path = SETTINGS_2D) -> Path:
      "<variable> name"),
     ("<max_time units=\"min\">3</max_time>", "", "overall/max_time", "max_time"),
     ("<PhysiCell_settings version=\"devel-version\">", "<settings>", "", "PhysiCell_settings"),
+    ('<interval units="min">1</interval>', '<interval units="min">0.0001</interval>', "save/full_data/interval",
+     "raise the interval"),
+    ("-30,10,0,secretor,", "-30,10,0,secretor,-5", "cells.csv: line 2, column volume", "µm³"),
 ])
 def test_bad_input_is_one_line_naming_the_element_and_the_fix(tmp_path, old, new, where, fix):
     if old.startswith("<PhysiCell_settings"):
@@ -328,7 +337,7 @@ def test_what_jaxcell_does_not_simulate_is_one_warning_line(tmp_path):
     assert len(msgs) == 1 and "\n" not in msgs[0], msgs
     for part in ("cycle (division) of default, secretor, bystander", "motility of default, secretor",
                  "rules jaxcell lacks (signal pressure, migration speed)", "number_of_cells = 5",
-                 "rules.csv line 6 (not a rule: 7 fields"):
+                 "rules.csv line 7 (not a rule: 7 fields"):
         assert part in msgs[0], msgs[0]
 
 
@@ -351,3 +360,18 @@ def test_shipped_example_runs_as_shipped(tmp_path, capsys):
     b = json.loads((out / "summary.json").read_text())["budget"]["oxygen"]
     assert abs(b["relative_residual"]) < 1e-4  # float32 over 3,000 steps
     assert 0 < c[-1, 0, 25, 25] < 38.0 and b["uptake"] > 0
+
+
+def test_a_date_from_set_and_the_builtin_default_cell_are_handled(tmp_path):
+    """``--set run.t_end=1979-05-27`` on an XML is one line (the TOML check refuses a date); a definition
+    that sets no cycle or death inherits PhysiCell's built-in default cell's (Ki67 cycle, apoptosis),
+    which the warning names."""
+    with pytest.raises(ScenarioError, match="run.t_end: must be a number"):
+        jc.scenario.load(SETTINGS_2D, ["run.t_end=1979-05-27"])
+    f = _edit(tmp_path, '<cell_definition name="default" ID="0">', '<cell_definition name="default" ID="9">')
+    text = f.read_text()
+    start, end = text.index("<cycle"), text.index("</death>") + len("</death>")
+    f.write_text(text[:start] + text[end:])
+    with pytest.warns(UserWarning, match="cycle \\(division\\) of default, secretor, bystander; death of default"):
+        jc.load_scenario(f)
+
