@@ -638,7 +638,8 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
     if isinstance(observed, Mapping):
         return _fit_sets(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds,
                          mode=mode, maxiter=maxiter, ftol=ftol, xtol=xtol, gtol=gtol, max_log_sd=max_log_sd,
-                         rel_error_warn=rel_error_warn, fallback_steps=fallback_steps, adam_lr=adam_lr)
+                         rel_error_warn=rel_error_warn, fallback_steps=fallback_steps, adam_lr=adam_lr,
+                         warmup_steps=warmup_steps, optimizer=optimizer, max_steps=max_steps, tol=tol)
     _check_options(nuisance, noise, mode)
     obs = _check_observed(observed, noise, missing=True)
     sig = _check_sigma(sigma, obs.shape)
@@ -900,8 +901,10 @@ def _check_sets(observed: Mapping, nuisance: Any, noise: Any, sigma: Any,
 
 def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *, nuisance: Any, noise: Any,
               sigma: Any, bounds: Any, mode: Any, maxiter: int, ftol: float, xtol: float, gtol: float,
-              max_log_sd: float, rel_error_warn: float, fallback_steps: int, adam_lr: float) -> FitResult:
-    """:func:`fit` of several data sets with shared parameters (see its ``observed``)."""
+              max_log_sd: float, rel_error_warn: float, fallback_steps: int, adam_lr: float, warmup_steps: int = 0,
+              optimizer: Any = None, max_steps: int = 500, tol: float = 1e-8) -> FitResult:
+    """:func:`fit` of several data sets with shared parameters (see its ``observed``); each pass of the
+    noise-level reweighting is a Levenberg–Marquardt fit, or an ``optimizer`` run when one is given."""
     keys, nuis, noises, obs, sig = _check_sets(observed, nuisance, noise, sigma, mode)
     names, theta0 = _check_init(init)
     lo, hi = _check_bounds(bounds, names, theta0)
@@ -943,9 +946,18 @@ def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *,
     unknown = [k for k in keys if sig[k] is None]
     history: list[float] = []
     it_total, converged = 0, False
+    if warmup_steps > 0:
+        theta, r, J, ab, loss = _adam(call, theta, r, J, ab, loss, lo, hi, int(warmup_steps), adam_lr)
+    resid = _sets_residual(predict, names, segments)
     for _ in range(3 if unknown else 1):
-        theta, r, J, ab, loss, hist, it, converged = _levenberg_marquardt(
-            call, theta, r, J, ab, loss, lo, hi, int(maxiter), ftol, xtol, gtol, fallback_steps, adam_lr)
+        if optimizer is not None:
+            w_now = w
+            value_fn = jax.jit(lambda t, w_now=w_now: 0.5 * jnp.sum(resid(t, o, w_now)[0] ** 2))
+            theta, r, J, ab, loss, hist, it, converged = _optax_fit(
+                optimizer, call, value_fn, theta, r, J, ab, loss, lo, hi, int(max_steps), float(tol), dtype)
+        else:
+            theta, r, J, ab, loss, hist, it, converged = _levenberg_marquardt(
+                call, theta, r, J, ab, loss, lo, hi, int(maxiter), ftol, xtol, gtol, fallback_steps, adam_lr)
         history += hist
         it_total += it
         if not unknown:
@@ -963,7 +975,10 @@ def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *,
         w = weights()
         r, J, ab, loss = call(theta)
     warns: list[str] = []
-    if not converged:
+    if not converged and optimizer is not None:
+        warns.append(f"the optimizer did not reach |gradient| <= tol = {tol:g} (max_steps={max_steps} per pass): "
+                     "raise max_steps, change the optimizer's settings, or use the default Levenberg–Marquardt")
+    elif not converged:
         warns.append(f"the fit did not converge in {it_total} iterations (maxiter={maxiter} per pass): raise "
                      "maxiter, start closer, or check the model")
     # residuals are in s.d. units now (given sigma, or each set's estimate): the error scale is 1
