@@ -597,7 +597,7 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             says when it was not reached.
         profile: False, True (level 0.95) or a level in (0, 1): also compute each
             parameter's profile likelihood and its confidence interval
-            (``fit.profile``, ``fit.ci``; one data set). Each parameter is held on
+            (``fit.profile``, ``fit.ci``). Each parameter is held on
             ``profile_points`` values spaced evenly in log around the optimum (to
             ``±2.5·z·stderr``, at least ±2 %, at most a factor e³), the others and
             the nuisances re-fitted at each (:func:`fit_batch`, one compiled
@@ -606,6 +606,10 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
             estimated (σ profiled out; n observed points), with z the standard
             normal quantile of ``(1 + level)/2``; crossings are interpolated
             between grid points, linearly in √(loss − loss_min) against log-parameter.
+            Several data sets: each set's noise level is held at its estimate (or
+            given ``sigma``), the threshold is ``loss_min + z²/2``, and each held
+            value is one :func:`fit` of the others (the held parameter pinned by
+            its bounds).
         profile_points: grid points per parameter for ``profile`` (odd: the optimum is one).
 
     LM is a local method: a start on the wrong side of a flat region (e.g. a
@@ -632,14 +636,15 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         (20.0, 3.0)
     """
     level = _profile_level(profile)
-    if level is not None and isinstance(observed, Mapping):
-        raise ValueError("profile= takes one data set (an array), not a dict of them; profile each set's fit, "
-                         "or use jc.sample_posterior for intervals from several sets")
     if isinstance(observed, Mapping):
-        return _fit_sets(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds,
-                         mode=mode, maxiter=maxiter, ftol=ftol, xtol=xtol, gtol=gtol, max_log_sd=max_log_sd,
-                         rel_error_warn=rel_error_warn, fallback_steps=fallback_steps, adam_lr=adam_lr,
-                         warmup_steps=warmup_steps, optimizer=optimizer, max_steps=max_steps, tol=tol)
+        res = _fit_sets(predict, observed, init, nuisance=nuisance, noise=noise, sigma=sigma, bounds=bounds,
+                        mode=mode, maxiter=maxiter, ftol=ftol, xtol=xtol, gtol=gtol, max_log_sd=max_log_sd,
+                        rel_error_warn=rel_error_warn, fallback_steps=fallback_steps, adam_lr=adam_lr,
+                        warmup_steps=warmup_steps, optimizer=optimizer, max_steps=max_steps, tol=tol)
+        if level is None:
+            return res
+        return _profile_sets(predict, observed, res, level, int(profile_points), nuisance=nuisance, noise=noise,
+                             sigma=sigma, bounds=bounds)
     _check_options(nuisance, noise, mode)
     obs = _check_observed(observed, noise, missing=True)
     sig = _check_sigma(sigma, obs.shape)
@@ -801,6 +806,47 @@ def _crossing(values: np.ndarray, losses: np.ndarray, low: float, threshold: flo
             return float(np.exp(np.log(values[i]) + f * (np.log(values[j]) - np.log(values[i]))))
         i = j
     return float("nan")
+
+
+def _profile_sets(predict: Predict, observed: Mapping, res: FitResult, level: float, points: int, *,
+                  nuisance: Any, noise: Any, sigma: Any, bounds: Mapping[str, tuple] | None) -> FitResult:
+    """:func:`_profile` for several data sets: each set's noise level held at its estimate (or given
+    ``sigma``), so the loss is in s.d. units and the interval ends at ``loss_min + z²/2``; each held
+    value is one :func:`fit` of the others with the held parameter pinned by its bounds (the compiled
+    evaluation of the joint fit serves every point)."""
+    keys = tuple(observed)
+    given = _per_set(sigma, keys, "sigma")
+    sig = {k: given[k] if given[k] is not None else res.nuisance[k]["sigma"] for k in keys}
+    points += 1 - points % 2
+    z = float(jax.scipy.special.ndtri((1 + level) / 2))
+    warns = list(res.warnings)
+    best = fit(predict, observed, res.params, nuisance=nuisance, noise=noise, sigma=sig, bounds=bounds)
+    low_fit = float(best.loss[-1])
+    ci, prof = {}, {}
+    for name in res.names:
+        values = profile_grid(res.params[name], res.stderr[name], z, points)
+        losses = np.full(points, np.nan)
+        for i, v in enumerate(values):
+            b = dict(bounds or {})
+            b[name] = (v, v)
+            try:
+                held = fit(predict, observed, {**res.params, name: v}, nuisance=nuisance, noise=noise, sigma=sig,
+                           bounds=b, maxiter=50)
+                losses[i] = float(held.loss[-1])
+            except ValueError:
+                continue
+        low = float(np.nanmin(np.append(losses, low_fit)))
+        threshold = low + z * z / 2
+        centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else points // 2
+        lo = _crossing(values, losses, low, threshold, centre, -1)
+        hi = _crossing(values, losses, low, threshold, centre, 1)
+        for side, x, end in (("below", lo, values[0]), ("above", hi, values[-1])):
+            if not np.isfinite(x):
+                warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
+                             f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
+        ci[name] = (lo, hi)
+        prof[name] = {"values": values, "loss": losses, "threshold": threshold}
+    return dataclasses.replace(res, ci=ci, profile=prof, warnings=warns)
 
 
 def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr: dict[str, float],

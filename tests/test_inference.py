@@ -569,5 +569,32 @@ def test_profile_reports_a_side_the_data_do_not_bound():
     assert any("do not bound lam from above" in w for w in res.warnings), res.warnings
     with pytest.raises(ValueError, match="profile must be"):
         jc.fit(predict, y, {"lam": 50.0}, profile=1.5)
-    with pytest.raises(ValueError, match="one data set"):
-        jc.fit(lambda p: {"s": predict(p)}, {"s": y}, {"lam": 50.0}, profile=True)
+
+
+def test_profile_intervals_of_several_data_sets_match_the_joint_closed_form():
+    """Two sets sharing (a, b), σ given per set: y_A = a·x + b·x², y_B = a·x + b with a gap; the joint loss
+    in s.d. units is quadratic, so the interval is â ± z·√C_aa with C = (Σ X_kᵀX_k/σ_k²)⁻¹."""
+    rng = np.random.default_rng(3)
+    x = np.linspace(1.0, 2.0, 20)
+    sa, sb = 0.05, 0.1
+    ya = 2.0 * x + 0.5 * x**2 + sa * rng.standard_normal(x.size)
+    yb = 2.0 * x + 0.5 + sb * rng.standard_normal(x.size)
+    yb[4] = np.nan
+    ok = ~np.isnan(yb)
+    Xa, Xb = np.stack([x, x**2], 1), np.stack([x, np.ones_like(x)], 1)[ok]
+    A = Xa.T @ Xa / sa**2 + Xb.T @ Xb / sb**2
+    est = np.linalg.solve(A, Xa.T @ ya / sa**2 + Xb.T @ yb[ok] / sb**2)
+    C = np.linalg.inv(A)
+
+    def predict(p):
+        return {"A": p["a"] * x + p["b"] * x**2, "B": p["a"] * x + p["b"]}
+
+    res = jc.fit(predict, {"A": ya, "B": yb}, {"a": 1.0, "b": 1.0}, sigma={"A": sa, "B": sb}, profile=0.95,
+                 profile_points=21)
+    z = 1.959963984540054
+    for i, name in enumerate("ab"):
+        half = z * np.sqrt(C[i, i])
+        lo, hi = res.ci[name]
+        assert abs(lo - (est[i] - half)) < 2e-3 * half and abs(hi - (est[i] + half)) < 2e-3 * half, \
+            (name, (lo, hi), est[i], half)
+
