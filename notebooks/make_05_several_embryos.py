@@ -37,7 +37,6 @@ The physics (D, k) is shared; the nuisances are each disc's own:
 Units: µm, s. Truth used to make the data: D = 0.10 µm²/s, k = 2.52·10⁻⁴ /s
 (Kicheva et al. 2007), so λ = √(D/k) ≈ 20 µm."""),
     ("code", """import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
