@@ -35,7 +35,7 @@ from jaxcell.substrate import Dirichlet, Flux, Substrate
 __all__ = ["run_fit_cli"]
 
 _SPEC_TOP = ("title", "description", "data", "model", "fit")
-_SPEC_DATA = ("csv",)
+_SPEC_DATA = ("csv", "name", "nuisance")
 _SPEC_MODEL = ("length", "spacing", "source_flux", "boundary_far", "solver", "dt")
 _SPEC_FIT = ("init", "nuisance", "noise", "maxiter")
 _SPEC_PARAMS = ("D", "k", "q")
@@ -63,6 +63,8 @@ class _FitSpec:
     nuisance: str | None
     noise: str
     maxiter: int
+    sets: tuple = ()  # several data sets ([[data]] tables): (name, csv, rows, nuisance) each; the arrays
+    # above then hold all their rows, set after set
 
 
 def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
@@ -99,8 +101,13 @@ def _load_fit_spec(spec_path: str) -> _FitSpec:
         raise _spec_error(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
     c = Checker(label)
     c.keys(raw, "", _SPEC_TOP, required=("data", "model", "fit"))
-    data = c.table(raw["data"], "data")
-    c.keys(data, "data", _SPEC_DATA, required=("csv",))
+    tables = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
+    if not tables:
+        raise c.err("data", "is empty", 'give [data] csv = "profile.csv", or one [[data]] table per data set')
+    for i, t in enumerate(tables):
+        key = "data" if len(tables) == 1 else f"data[{i}]"
+        c.keys(c.table(t, key), key, _SPEC_DATA if len(tables) > 1 else ("csv",), required=("csv",))
+    data = tables[0]
     model = c.table(raw["model"], "model")
     c.keys(model, "model", _SPEC_MODEL, required=("length", "spacing"))
     fitt = c.table(raw["fit"], "fit")
@@ -127,10 +134,54 @@ def _load_fit_spec(spec_path: str) -> _FitSpec:
         raise c.err("fit.nuisance", "an offset needs additive noise", 'use nuisance = "scale" or noise = "additive"')
     maxiter = c.integer(fitt.get("maxiter", 100), "fit.maxiter", minimum=1)
 
+    if len(tables) > 1:
+        return _load_sets(c, label, path, tables, length, spacing, source_flux, boundary_far, solver, dt, init,
+                          None if nuis == "none" else nuis, noise, maxiter)
     csv_name = data["csv"]
     if not isinstance(csv_name, str):
         raise c.err("data.csv", "must be a string (a path)", 'write csv = "profile.csv"')
     position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
+    _check_rows(c, csv_name, position, time, value, length, dt, noise)
+    return _FitSpec(label, csv_name, position, time, value, length, spacing, source_flux, boundary_far, solver,
+                    dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
+
+
+def _load_sets(c: Checker, label: str, path: Path, tables: list, length: float, spacing: float, source_flux: float,
+               boundary_far: str, solver: str, dt: float | None, init: dict, nuisance: str | None, noise: str,
+               maxiter: int) -> _FitSpec:
+    """Several ``[[data]]`` tables: one data set each (its own CSV, name and nuisance), shared physics."""
+    sets, rows = [], []
+    for i, t in enumerate(tables):
+        key = f"data[{i}]"
+        csv_name = t["csv"]
+        if not isinstance(csv_name, str):
+            raise c.err(f"{key}.csv", "must be a string (a path)", 'write csv = "disc1.csv"')
+        name = c.string(t.get("name", Path(csv_name).stem), f"{key}.name")
+        if not name or any(name == x[0] for x in sets):
+            raise c.err(f"{key}.name", f"must be a new, non-empty name, got {name!r}",
+                        "give each data set its own name")
+        nu = c.string(t.get("nuisance", nuisance or "none"), f"{key}.nuisance",
+                      ("none", "scale", "scale+offset"))
+        if nu == "scale+offset" and noise == "multiplicative":
+            raise c.err(f"{key}.nuisance", "an offset needs additive noise", 'use "scale" or fit.noise = "additive"')
+        position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
+        _check_rows(c, csv_name, position, time, value, length, dt, noise)
+        if i and (time is None) != (rows[0][1] is None):
+            raise c.err(f"{key}.csv", "has a time column where the first data set has none, or the other way round",
+                        "give every data set the same kind of data (all steady profiles or all time courses)")
+        sets.append((name, csv_name, len(value), None if nu == "none" else nu))
+        rows.append((position, time, value))
+    position = np.concatenate([r[0] for r in rows])
+    time = None if rows[0][1] is None else np.concatenate([r[1] for r in rows])
+    value = np.concatenate([r[2] for r in rows])
+    return _FitSpec(label, ", ".join(x[1] for x in sets), position, time, value, length, spacing, source_flux,
+                    boundary_far, solver, dt if dt is not None else 1.0, init, nuisance, noise, maxiter, tuple(sets))
+
+
+def _check_rows(c: Checker, csv_name: str, position: np.ndarray, time: np.ndarray | None, value: np.ndarray,
+                length: float, dt: float | None, noise: str) -> None:
+    """A data file's rows against the model: positions inside [0, length], dt given for a time course,
+    values > 0 for multiplicative noise."""
     bad = (position < -1e-9 * length) | (position > length * (1 + 1e-9))
     if bad.any():
         i = int(np.argmax(bad))
@@ -145,8 +196,6 @@ def _load_fit_spec(spec_path: str) -> _FitSpec:
         raise _spec_error(csv_name, f"line {i + 2}, column value",
                           f"value {value[i]:g} is not > 0, which multiplicative noise needs",
                           'drop that row or use noise = "additive"')
-    return _FitSpec(label, csv_name, position, time, value, length, spacing, source_flux, boundary_far, solver,
-                    dt if dt is not None else 1.0, init, None if nuis == "none" else nuis, noise, maxiter)
 
 
 def _diffusion_cap(spec: _FitSpec) -> float | None:
@@ -275,6 +324,104 @@ def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,
         plt.close(fig)
 
 
+def _run_sets(spec: _FitSpec, predict_all: Predict, cap: float | None, out: Path) -> int:
+    """``jaxcell fit`` of several ``[[data]]`` sets: one joint :func:`fit` (shared D, k, q; each set's own
+    nuisance and noise level) with 95 % profile-likelihood intervals; ``fit.json`` and one
+    ``residuals_<set>.png`` per set, ``profile_<param>.png`` per parameter."""
+    names = [x[0] for x in spec.sets]
+    edges = np.cumsum([0] + [x[2] for x in spec.sets])
+    observed = {nm: spec.value[edges[i]:edges[i + 1]] for i, nm in enumerate(names)}
+
+    def predict(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        y = predict_all(p)
+        return {nm: y[edges[i]:edges[i + 1]] for i, nm in enumerate(names)}
+
+    try:
+        res = fit(predict, observed, spec.init, nuisance={x[0]: x[3] for x in spec.sets}, noise=spec.noise,
+                  maxiter=spec.maxiter, bounds=None if cap is None else {"D": (None, cap)}, profile=0.95,
+                  profile_points=21)
+    except ValueError as e:
+        raise _spec_error(spec.label, "fit", f"the fit failed: {e}",
+                          "check [fit] init (plausible starting values) and [model]") from None
+    pred = np.asarray(predict_all({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
+    summary = {
+        "spec": spec.label,
+        "data": {x[0]: x[1] for x in spec.sets},
+        "params": res.params,
+        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
+        "ci95": {n: [_finite(lo), _finite(hi)] for n, (lo, hi) in res.ci.items()},
+        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
+        "correlation": {"names": list(res.names),
+                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
+        "warnings": list(res.warnings),
+        "unidentified": res.unidentified,
+        "converged": bool(res.converged),
+        "sets": {nm: {k: (None if v is None else _finite(v)) for k, v in nu.items()}
+                 for nm, nu in res.nuisance.items()},
+        "loss": float(res.loss[-1]),
+        "iterations": int(res.iterations),
+        "noise": spec.noise,
+        "profile": {n: {"values": [float(v) for v in p["values"]], "loss": [_finite(v) for v in p["loss"]],
+                        "threshold": float(p["threshold"])} for n, p in res.profile.items()},
+    }
+    try:
+        with staging(out, _MARKERS) as folder:
+            write_text(folder / "fit.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+            _sets_figures(folder, spec, res, pred, edges)
+    except FileExistsError as e:  # out changed while fitting
+        raise _spec_error(str(out), "", str(e), "choose another --out") from None
+    print(f"jaxcell: fit {spec.label} ({len(names)} data sets): "
+          + ", ".join(f"{n} = {v:.4g} [{res.ci[n][0]:.3g}, {res.ci[n][1]:.3g}]" for n, v in res.params.items())
+          + f" (95 % profile intervals){'' if res.converged else ', NOT converged'}; outputs in {out}")
+    for w in res.warnings:
+        print(f"jaxcell: warning: {w}")
+    return 0
+
+
+def _sets_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray, edges: np.ndarray) -> None:
+    """``residuals_<set>.png`` (each set's data against its gain·model + background) and
+    ``profile_<param>.png`` (loss − minimum against the held value, the 95 % threshold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for i, (name, _, _, _) in enumerate(spec.sets):
+        sl = slice(edges[i], edges[i + 1])
+        nu = res.nuisance[name]
+        a = 1.0 if nu["scale"] is None else nu["scale"]
+        b = 0.0 if nu["offset"] is None else nu["offset"]
+        pos, val, model_y = spec.position[sl], spec.value[sl], a * pred[sl] + b
+        times = None if spec.time is None else spec.time[sl]
+        fig, ax = plt.subplots(figsize=(6.0, 4.0))
+        groups = [(None, np.ones(val.shape, bool))] if times is None else [(t, times == t) for t in np.unique(times)]
+        for t, sel in groups:
+            order = np.argsort(pos[sel])
+            lab = "" if t is None else f" t = {t:g} s"
+            line = ax.plot(pos[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
+            ax.plot(pos[sel], val[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
+        if spec.noise == "multiplicative":
+            ax.set_yscale("log")
+        ax.set(xlabel="position (µm)", ylabel="value", title=f"{name}: scale {a:.3g}, offset {b:.3g}")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(folder / f"residuals_{name}.png", dpi=100)
+        plt.close(fig)
+    for name, prof in res.profile.items():
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        low = float(np.nanmin(prof["loss"]))
+        ax.plot(prof["values"], prof["loss"] - low, "o-", ms=3)
+        ax.axhline(prof["threshold"] - low, color="r", lw=0.8, ls="--", label="95 %")
+        lo, hi = res.ci[name]
+        ax.axvspan(lo if np.isfinite(lo) else prof["values"][0], hi if np.isfinite(hi) else prof["values"][-1],
+                   color="C0", alpha=0.15, label="95 % profile interval")
+        ax.set(xlabel=name, ylabel="Δ loss (s.d. units)", title=f"profile likelihood of {name}")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(folder / f"profile_{name}.png", dpi=100)
+        plt.close(fig)
+
+
 def _finite(x: float) -> float | None:
     """``x`` as a float, or None (JSON null) when it is not finite."""
     return float(x) if np.isfinite(x) else None
@@ -290,6 +437,9 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
         [data]
         csv = "profile.csv"                 # relative to the spec; header row with columns
                                             # position (µm), value, and optionally time (s)
+        # or several data sets (embryos, discs) sharing D, k (and q), one table each:
+        # [[data]]
+        # name = "disc1"; csv = "disc1.csv"; nuisance = "scale+offset"   # name, nuisance optional
         [model]                             # a 1D domain [0, length] µm
         length = 150.0                      # µm
         spacing = 2.5                       # µm, must divide length
@@ -324,6 +474,12 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
       (over σ²) with that parameter fixed at 9 values around the optimum and the
       others re-fitted (at most 15 iterations each).
 
+    Several ``[[data]]`` tables: one joint fit (each set its own nuisance, from its table or
+    ``[fit] nuisance``, and its own estimated noise level) with 95 % profile-likelihood
+    intervals (:func:`jaxcell.fit`, ``profile=0.95``, 21 points); ``fit.json`` adds ``ci95``
+    and ``sets`` (each set's scale, offset and sigma), and the figures are
+    ``residuals_<set>.png`` per set and ``profile_<param>.png``.
+
     Matplotlib (the ``jaxcell[io]`` extra) is imported lazily.
 
     Returns:
@@ -344,6 +500,8 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
 
     predict = _fit_predict(spec)
     cap = _diffusion_cap(spec)
+    if spec.sets:
+        return _run_sets(spec, predict, cap, out)
     try:
         res = fit(predict, spec.value, spec.init, nuisance=spec.nuisance, noise=spec.noise, maxiter=spec.maxiter,
                   bounds=None if cap is None else {"D": (None, cap)})
