@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -345,17 +346,9 @@ def _run_sets(spec: _FitSpec, predict_all: Predict, cap: float | None, out: Path
                           "check [fit] init (plausible starting values) and [model]") from None
     pred = np.asarray(predict_all({n: jnp.asarray(v, float_dtype()) for n, v in res.params.items()}), np.float64)
     summary = {
-        "spec": spec.label,
+        **_summary(spec, res),
         "data": {x[0]: x[1] for x in spec.sets},
-        "params": res.params,
-        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
         "ci95": {n: [_finite(lo), _finite(hi)] for n, (lo, hi) in res.ci.items()},
-        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
-        "correlation": {"names": list(res.names),
-                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
-        "warnings": list(res.warnings),
-        "unidentified": res.unidentified,
-        "converged": bool(res.converged),
         "sets": {nm: {k: (None if v is None else _finite(v)) for k, v in nu.items()}
                  for nm, nu in res.nuisance.items()},
         "loss": float(res.loss[-1]),
@@ -364,12 +357,7 @@ def _run_sets(spec: _FitSpec, predict_all: Predict, cap: float | None, out: Path
         "profile": {n: {"values": [float(v) for v in p["values"]], "loss": [_finite(v) for v in p["loss"]],
                         "threshold": float(p["threshold"])} for n, p in res.profile.items()},
     }
-    try:
-        with staging(out, _MARKERS) as folder:
-            write_text(folder / "fit.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-            _sets_figures(folder, spec, res, pred, edges)
-    except FileExistsError as e:  # out changed while fitting
-        raise _spec_error(str(out), "", str(e), "choose another --out") from None
+    _publish(out, summary, lambda folder: _sets_figures(folder, spec, res, pred, edges))
     print(f"jaxcell: fit {spec.label} ({len(names)} data sets): "
           + ", ".join(f"{n} = {v:.4g} [{res.ci[n][0]:.3g}, {res.ci[n][1]:.3g}]" for n, v in res.params.items())
           + f" (95 % profile intervals){'' if res.converged else ', NOT converged'}; outputs in {out}")
@@ -420,6 +408,31 @@ def _sets_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray
         fig.tight_layout()
         fig.savefig(folder / f"profile_{name}.png", dpi=100)
         plt.close(fig)
+
+
+def _publish(out: Path, summary: dict, draw: Callable[[Path], None]) -> None:
+    """``fit.json`` and the figures ``draw(folder)`` makes, written beside ``out`` and renamed into place."""
+    try:
+        with staging(out, _MARKERS) as folder:
+            write_text(folder / "fit.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+            draw(folder)
+    except FileExistsError as e:  # out changed while fitting
+        raise _spec_error(str(out), "", str(e), "choose another --out") from None
+
+
+def _summary(spec: _FitSpec, res: FitResult) -> dict:
+    """What ``fit.json`` says of any fit: spec, parameters, errors, λ, correlation, warnings, convergence."""
+    return {
+        "spec": spec.label,
+        "params": res.params,
+        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
+        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
+        "correlation": {"names": list(res.names),
+                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
+        "warnings": list(res.warnings),
+        "unidentified": res.unidentified,
+        "converged": bool(res.converged),
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -516,16 +529,8 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
     profile = _profile(predict, spec, res)
 
     summary = {
-        "spec": spec.label,
+        **_summary(spec, res),
         "data": spec.csv,
-        "params": res.params,
-        "stderr": {n: _finite(v) for n, v in res.stderr.items()},
-        "lambda_um": math.sqrt(res.params["D"] / res.params["k"]),
-        "correlation": {"names": list(res.names),
-                        "matrix": [[_finite(x) for x in row] for row in np.asarray(res.correlation)]},
-        "warnings": list(res.warnings),
-        "unidentified": res.unidentified,
-        "converged": bool(res.converged),
         "scale": None if res.scale is None else _finite(res.scale),
         "offset": None if res.offset is None else _finite(res.offset),
         "sigma": _finite(res.sigma),
@@ -535,12 +540,7 @@ def run_fit_cli(spec_path: str, out_dir: str | None) -> int:
         "noise": spec.noise,
         "profile": profile,
     }
-    try:
-        with staging(out, _MARKERS) as folder:
-            write_text(folder / "fit.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-            _fit_figures(folder, spec, res, pred, profile)
-    except FileExistsError as e:  # out changed while fitting
-        raise _spec_error(str(out), "", str(e), "choose another --out") from None
+    _publish(out, summary, lambda folder: _fit_figures(folder, spec, res, pred, profile))
     lam = summary["lambda_um"]
     print(f"jaxcell: fit {spec.label}: " + ", ".join(f"{n} = {v:.4g}" for n, v in res.params.items())
           + f" (λ = {lam:.3g} µm){'' if res.converged else ', NOT converged'}; outputs in {out}")

@@ -836,17 +836,22 @@ def _profile_sets(predict: Predict, observed: Mapping, res: FitResult, level: fl
             except ValueError:
                 continue
         low = float(np.nanmin(np.append(losses, low_fit)))
-        threshold = low + z * z / 2
-        centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else points // 2
-        lo = _crossing(values, losses, low, threshold, centre, -1)
-        hi = _crossing(values, losses, low, threshold, centre, 1)
-        for side, x, end in (("below", lo, values[0]), ("above", hi, values[-1])):
-            if not np.isfinite(x):
-                warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
-                             f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
-        ci[name] = (lo, hi)
-        prof[name] = {"values": values, "loss": losses, "threshold": threshold}
+        ci[name], prof[name] = _interval(name, values, losses, low, low + z * z / 2, level, warns)
     return dataclasses.replace(res, ci=ci, profile=prof, warnings=warns)
+
+
+def _interval(name: str, values: np.ndarray, losses: np.ndarray, low: float, threshold: float, level: float,
+              warns: list[str]) -> tuple[tuple[float, float], dict]:
+    """The interval where a profile stays under ``threshold`` (NaN on a side it does not cross, with a
+    warning), and the profile's record ``{"values", "loss", "threshold"}``."""
+    centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else len(values) // 2
+    lo = _crossing(values, losses, low, threshold, centre, -1)
+    hi = _crossing(values, losses, low, threshold, centre, 1)
+    for side, x, end in (("below", lo, values[0]), ("above", hi, values[-1])):
+        if not np.isfinite(x):
+            warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
+                         f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
+    return (lo, hi), {"values": values, "loss": losses, "threshold": threshold}
 
 
 def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr: dict[str, float],
@@ -865,15 +870,7 @@ def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr
                                 bounds=bounds)
         low = float(np.nanmin(np.append(losses, loss_min)))
         threshold = low + z * z / 2 if sigma is not None else low * math.exp(z * z / n)
-        centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else points // 2
-        lo = _crossing(values, losses, low, threshold, centre, -1)
-        hi = _crossing(values, losses, low, threshold, centre, 1)
-        for side, v, end in (("below", lo, values[0]), ("above", hi, values[-1])):
-            if not np.isfinite(v):
-                warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
-                             f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
-        ci[name] = (lo, hi)
-        prof[name] = {"values": values, "loss": losses, "threshold": threshold}
+        ci[name], prof[name] = _interval(name, values, losses, low, threshold, level, warns)
     return ci, prof
 
 

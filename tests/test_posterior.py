@@ -18,6 +18,19 @@ def _x64():
         yield
 
 
+def _is_normal(post, mean, cov):
+    """The draws of log a, log b match N(mean, cov): means within 5 Monte Carlo errors, sds within 10 %;
+    returns the summary."""
+    summ = post.summary()
+    for i, nm in enumerate(("a", "b")):
+        t = np.log(post.samples[nm])
+        ess = summ[nm]["ess"]
+        assert ess > 200, summ
+        assert abs(t.mean() - mean[i]) < 5 * np.sqrt(cov[i, i] / ess), (nm, t.mean(), mean[i])
+        assert t.std() == pytest.approx(np.sqrt(cov[i, i]), rel=0.1)
+    return summ
+
+
 def test_linear_gaussian_posterior_matches_the_analytic_one():
     """y = θ1·x + θ2 with θ = log(params), known σ, normal priors on θ: the posterior is normal with
     precision XᵀX/σ² + diag(1/s²); NUTS means within 5 Monte Carlo errors, sds within 10 %."""
@@ -37,13 +50,8 @@ def test_linear_gaussian_posterior_matches_the_analytic_one():
     mean = cov @ (X.T @ y / sig**2)
     post = jc.sample_posterior(predict, y, {"a": 1.0, "b": 1.0}, prior=prior, sigma=sig, num_samples=1000,
                                num_chains=2, num_warmup=300, key=jax.random.key(0))
-    summ = post.summary()
-    for i, nm in enumerate(("a", "b")):
-        t = np.log(post.samples[nm])
-        ess = summ[nm]["ess"]
-        assert ess > 200, summ
-        assert abs(t.mean() - mean[i]) < 5 * np.sqrt(cov[i, i] / ess), (nm, t.mean(), mean[i])
-        assert t.std() == pytest.approx(np.sqrt(cov[i, i]), rel=0.1)
+    summ = _is_normal(post, mean, cov)
+    for nm in ("a", "b"):
         assert summ[nm]["rhat"] < 1.05
     assert set(summ["a"]) == {"mean", "sd", "q05", "q50", "q95", "ess", "rhat"}
     assert post.divergences.sum() == 0
@@ -105,14 +113,7 @@ def test_several_data_sets_share_parameters_with_their_own_noise():
     obs = {"A": ya, "B": yb}
     post = jc.sample_posterior(predict, obs, {"a": 1.0, "b": 1.0}, prior=prior, sigma={"A": sa, "B": sb},
                                num_samples=800, num_chains=2, num_warmup=300, key=jax.random.key(1))
-    summ = post.summary()
-    assert set(summ) == {"a", "b"}
-    for i, nm in enumerate(("a", "b")):
-        t = np.log(post.samples[nm])
-        ess = summ[nm]["ess"]
-        assert ess > 200, summ
-        assert abs(t.mean() - mean[i]) < 5 * np.sqrt(cov[i, i] / ess), (nm, t.mean(), mean[i])
-        assert t.std() == pytest.approx(np.sqrt(cov[i, i]), rel=0.1)
+    assert set(_is_normal(post, mean, cov)) == {"a", "b"}
     free = jc.sample_posterior(predict, obs, {"a": 1.0, "b": 1.0}, prior=prior, num_samples=500, num_chains=2,
                                num_warmup=300, key=jax.random.key(2))
     assert set(free.samples) == {"a", "b", "sigma:A", "sigma:B"}
