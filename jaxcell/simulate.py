@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -13,6 +14,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcell import step as stages
+from jaxcell import steps
 from jaxcell._node import concrete_float, is_concrete, node, replace
 from jaxcell.cells import Cells, bound_ligand
 from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
@@ -229,11 +231,20 @@ def _take(cells: Cells, order: jax.Array, axis: int = 0) -> Cells:
     return jax.tree_util.tree_map(lambda x: jnp.take(x, order, axis=axis), cells)
 
 
-def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every: float | None = None,
+def simulate(model: Model, state: State, t_end: float, dt: float | None, *, save_every: float | None = None,
              save_at: Sequence[float] | np.ndarray | None = None, checkpoint: str | None = None,
              save_cells: bool = False, behaviour: Callable[..., Cells] | None = None,
-             seed: int = 0) -> tuple[State, Trajectory]:
+             seed: int = 0, rtol: float | None = None) -> tuple[State, Trajectory]:
     """Advance ``state`` to the absolute time ``t_end`` (s) in steps of ``dt`` (s).
+
+    ``dt=None`` with ``rtol=``: jaxcell chooses the step so that every saved field
+    is within ``rtol`` (relative, where the field is above 1e-4 of its maximum) of
+    the exact-in-time solution of the same grid (:mod:`jaxcell.steps`: one step
+    per save interval for a scheme exact in time, else step doubling over the
+    whole run, on concrete values, before compiling; not with a behaviour). The
+    chosen step is then a fixed ``dt``: jit-compiled runs, ``jax.grad`` and the
+    trajectory are those of that ``dt`` (:func:`choose_step` gives it; under
+    ``jax.jit``/``jax.vmap`` call it outside and pass ``dt``).
 
     The last step before each save time and before ``t_end`` is shortened to land
     on it exactly. ``save_every`` saves the start and every multiple after it (and
@@ -267,6 +278,16 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
     if not isinstance(model, Model) or not isinstance(state, State):
         raise ValueError("simulate(model, state, ...) needs a jc.Model and the jc.State from model.init()")
     t0 = state_time(state)
+    if dt is None:
+        if rtol is None:
+            raise ValueError("give dt (s), or dt=None with rtol= (the relative accuracy jaxcell then chooses the "
+                             "step for)")
+        if behaviour is not None:
+            raise ValueError("dt=None cannot choose a step for a run with a behaviour (its random events differ "
+                             "between step sizes, so runs at two steps do not compare); give dt")
+        dt = choose_step(model, state, t_end, rtol, save_every=save_every, save_at=save_at)
+    elif rtol is not None:
+        raise ValueError(f"rtol= applies with dt=None (jaxcell chooses the step); with dt = {dt!r} given, drop rtol")
     for name, v in (("t_end", t_end), ("dt", dt)):
         if isinstance(v, (str, bytes)) or (isinstance(v, np.ndarray) and v.dtype.kind not in "iuf"):
             raise ValueError(f"{name} must be a number of seconds, got {v!r}")
@@ -314,6 +335,40 @@ def simulate(model: Model, state: State, t_end: float, dt: float, *, save_every:
                   t=jnp.asarray(t_end_f, state.t.dtype), t_static=t_end_f)
     times = jnp.asarray(np.asarray(save, dtype=np.float64), state.fields.dtype)
     return new, Trajectory(times, saved, saved_cells, saved_matrix, saved_comps)
+
+
+def choose_step(model: Model, state: State, t_end: float, rtol: float, *, save_every: float | None = None,
+                save_at: Sequence[float] | np.ndarray | None = None) -> float:
+    """The step (s) ``simulate(..., dt=None, rtol=rtol)`` takes for this run (:mod:`jaxcell.steps`).
+
+    Runs the model on concrete values (the values behind ``jax.grad``'s tracers;
+    a ValueError under ``jax.jit`` or ``jax.vmap``); the saves are those of the run
+    (``t_end`` alone when none).
+    """
+    r = concrete_float(rtol)
+    if r is None or not (np.isfinite(r) and 0 < r < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    t0 = state_time(state)
+    t_end_f = concrete_float(t_end)
+    if t_end_f is None or not np.isfinite(t_end_f) or t_end_f <= t0:
+        raise ValueError(f"t_end must be a concrete time after the state's time {t0} s, got {t_end!r}")
+    save = [t for t in _save_times(t0, t_end_f, save_every, save_at) if t > t0] or [t_end_f]
+    points = sorted({t0, *save, t_end_f})
+    gaps = [b - a for a, b in zip(points[:-1], points[1:]) if b - a > 0]
+    if not model.scheme.dt_sets_accuracy:
+        raise ValueError(f"dt=None cannot choose a step for solver={model.scheme.name!r}: its error in time comes "
+                         "from its stability sub-step, which dt does not change; use solver='implicit' or "
+                         "'spectral' with dt=None, or give dt")
+    model_c, state_c = steps.concrete((model, state))
+    if model.scheme.exact_in_time(model_c, state_c.cells):
+        return float(max(gaps))
+
+    def run(d: float) -> np.ndarray:
+        return np.asarray(simulate(model_c, state_c, t_end_f, d, save_at=save)[1].fields)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the probe's large steps may warn (e.g. overshoot); the chosen one will not
+        return steps.choose(run, gaps, steps.time_order(model_c, state_c.cells), r, model.scheme.name)
 
 
 def _with_flows(totals: dict, flows: Sequence[str]) -> dict:

@@ -104,6 +104,8 @@ class Solver:
             flow) the scheme handles; :func:`check_medium` refuses the others when
             the model is built. The extracellular matrix is a stage of its own and
             works with every solver.
+        dt_sets_accuracy: the error in time shrinks with ``dt`` (False for a scheme whose
+            accuracy is set by an internal sub-step; ``dt=None`` refuses it).
         scratch_fields: field-sized buffers one step needs beside the field
             (XLA's temporaries, measured by ``scripts/bench_transport.py``); the
             memory estimate of ``Model.init`` uses it.
@@ -114,9 +116,20 @@ class Solver:
     needs_diffusion_bound: ClassVar[bool] = False
     exact_steady_state: ClassVar[bool] = True
     scratch_fields: ClassVar[float] = 2.0
+    dt_sets_accuracy: ClassVar[bool] = True  # its error in time shrinks with dt (dt=None can choose a step)
 
     def check(self, model: Any) -> None:
         """Raise ValueError, naming a solver that can, for what this scheme cannot do."""
+
+    def time_order(self, model: Any) -> int:
+        """Order in dt of the scheme's error in time for ``model`` (the step sizes ``dt=None`` chooses
+        rest on it): 1 unless a scheme says better."""
+        return 1
+
+    def exact_in_time(self, model: Any, cells: Any) -> bool:
+        """Whether a step of any length is exact in time for ``model`` with ``cells`` (then ``dt=None``
+        takes one step per save interval)."""
+        return False
 
     def plan(self, model: Any, dt: float) -> tuple[Hashable, ...]:
         """Static, host-side choices for a step of ``dt`` s: one hashable per substrate."""

@@ -64,6 +64,7 @@ class Explicit(Solver):
     """FTCS with ``plan`` = the sub-step count per substrate (from ``Model(max_diffusion=)`` or a concrete D)."""
 
     name = "explicit"
+    dt_sets_accuracy = False  # the stability sub-step, not dt, sets its error in time
     medium = frozenset(MEDIUM)
     scratch_fields = 1.0  # measured: "tmp B/vox" of bench_transport in float32 / 4 B
     needs_diffusion_bound = True

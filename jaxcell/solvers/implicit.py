@@ -75,6 +75,9 @@ class Implicit(Solver):
         refuse_held_on_periodic(model, self.name)
         refuse_periodic_medium(model, self.name)
 
+    def time_order(self, model: Any) -> int:
+        return 2 if model.theta == 0.5 else 1  # Crank–Nicolson-weighted Douglas ADI; θ = 1 backward Euler
+
     def init(self, model: Any, p: Params, dt: jax.Array, plan: Hashable) -> Any:
         op = operator(model.grid, p)
         zero = jnp.zeros((), dt.dtype)

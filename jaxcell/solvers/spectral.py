@@ -56,6 +56,19 @@ class Spectral(Solver):
                 raise ValueError(f"solver='spectral' cannot hold interior voxels (held voxels, dirichlet_mask; "
                                  f"substrate {s.name!r}); use solver='implicit'")
 
+    def time_order(self, model: Any) -> int:
+        return 2  # exact transport, cell uptake in Strang half-steps
+
+    def exact_in_time(self, model: Any, cells: Any) -> bool:
+        """Exact at any step when nothing is split from the transport: no cell uptake or saturation
+        (zero-order secretion, production and face fluxes are integrated exactly), no responses."""
+        if model.responses:
+            return False
+        if cells is None:
+            return True
+        rate = cells.uptake + cells.saturation_rate
+        return cells.receptors is None and is_concrete(rate) and not np.any(np.asarray(rate))
+
     def before_run(self, model: Any, cells: Any, dt: float) -> None:
         """Warn when the split cell exchange will be inaccurate at this dt.
 
