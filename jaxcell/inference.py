@@ -590,11 +590,15 @@ def fit(predict: Predict, observed: Any, init: Mapping[str, float], *, nuisance:
         optimizer: an optax ``GradientTransformation`` (e.g. ``optax.lbfgs()``,
             ``optax.adam(0.05)``) that drives the fit instead of Levenberg–Marquardt,
             on the same loss (nuisances eliminated as above) and in log-parameters;
-            steps are clipped to ``bounds``. Standard errors are computed as for LM.
+            steps are clipped to ``bounds`` (the optimizer does not know them: with a
+            bound active, L-BFGS's curvature model may stall short of the optimum, and
+            ``fit.warnings`` then says the gradient tolerance was not reached; LM
+            handles bounds). Standard errors are computed as for LM.
         max_steps: at most this many optimizer steps (with ``optimizer=``).
         tol: with ``optimizer=``, the fit stops when the norm of the loss's gradient
-            with respect to the log-parameters is at most ``tol``; ``fit.warnings``
-            says when it was not reached.
+            with respect to the log-parameters (without the components of parameters
+            held on a bound by it) is at most ``tol``; ``fit.warnings`` says when it
+            was not reached.
         profile: False, True (level 0.95) or a level in (0, 1): also compute each
             parameter's profile likelihood and its confidence interval
             (``fit.profile``, ``fit.ci``). Each parameter is held on
@@ -1111,16 +1115,23 @@ def _optax_fit(optimizer: Any, call: Callable, value_fn: Callable, theta: np.nda
     opt = optax.with_extra_args_support(optimizer)
     params = jnp.asarray(theta, dtype)
     state = opt.init(params)
+    # one compiled update: called eagerly, a line search (L-BFGS's) would be traced and compiled anew
+    # at every step (about a second each)
+    update = jax.jit(lambda g, st, prm, val: opt.update(g, st, prm, value=val, grad=g, value_fn=value_fn))
     history = [loss]
     g = J.T @ r
     converged = False
     it = 0
+    def projected(g: np.ndarray, t: np.ndarray) -> float:
+        # a parameter held on a bound by a gradient pushing outward is converged there (as in LM)
+        out = ((t >= hi) & (g < 0)) | ((t <= lo) & (g > 0))
+        return float(np.linalg.norm(np.where(out, 0.0, g)))
+
     while it < steps:
-        if np.linalg.norm(g) <= tol:
+        if projected(g, theta) <= tol:
             converged = True
             break
-        upd, state = opt.update(jnp.asarray(g, dtype), state, params, value=jnp.asarray(loss, dtype),
-                                grad=jnp.asarray(g, dtype), value_fn=value_fn)
+        upd, state = update(jnp.asarray(g, dtype), state, params, jnp.asarray(loss, dtype))
         t = np.clip(np.asarray(params, np.float64) + np.asarray(upd, np.float64), lo, hi)
         r_t, J_t, ab_t, loss_t = call(t)
         it += 1
@@ -1131,7 +1142,7 @@ def _optax_fit(optimizer: Any, call: Callable, value_fn: Callable, theta: np.nda
         g = J.T @ r
         history.append(loss)
     else:
-        converged = bool(np.linalg.norm(g) <= tol)
+        converged = projected(g, theta) <= tol
     return theta, r, J, ab, loss, history, it, converged
 
 
