@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -73,10 +74,10 @@ def _spec_error(file: str, key: str, problem: str, fix: str = "") -> Exception:
     return ScenarioError(file, key, problem, fix)
 
 
-def _read_fit_csv(path: Path, label: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _read_fit_csv(path: Path, label: str, key: str = "data.csv") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The data file: ``(position (M,) µm, time (M,) s or None, value (M,))``, one entry per row."""
     if not path.is_file():
-        raise _spec_error(label, "data.csv", f"data file {str(path)!r} does not exist",
+        raise _spec_error(label, key, f"data file {str(path)!r} does not exist",
                           "give a path relative to the spec file")
     out = read_numeric_csv(path, ("position", "value"), ("time",), what="data file (µm, s)",
                            may_be_missing=("value",))  # an empty value is a missing point (NaN)
@@ -107,7 +108,7 @@ def _load_fit_spec(spec_path: str) -> _FitSpec:
         raise c.err("data", "is empty", 'give [data] csv = "profile.csv", or one [[data]] table per data set')
     for i, t in enumerate(tables):
         key = "data" if len(tables) == 1 else f"data[{i}]"
-        c.keys(c.table(t, key), key, _SPEC_DATA if len(tables) > 1 else ("csv",), required=("csv",))
+        c.keys(c.table(t, key), key, _SPEC_DATA, required=("csv",))
     data = tables[0]
     model = c.table(raw["model"], "model")
     c.keys(model, "model", _SPEC_MODEL, required=("length", "spacing"))
@@ -158,14 +159,17 @@ def _load_sets(c: Checker, label: str, path: Path, tables: list, length: float, 
         if not isinstance(csv_name, str):
             raise c.err(f"{key}.csv", "must be a string (a path)", 'write csv = "disc1.csv"')
         name = c.string(t.get("name", Path(csv_name).stem), f"{key}.name")
-        if not name or any(name == x[0] for x in sets):
+        if not re.fullmatch(r"[\w.+-]+", name):
+            raise c.err(f"{key}.name", f"{name!r} is not a plain name (it names figure files)",
+                        "use letters, digits, '_', '-', '.' or '+'")
+        if any(name == x[0] for x in sets):
             raise c.err(f"{key}.name", f"must be a new, non-empty name, got {name!r}",
                         "give each data set its own name")
         nu = c.string(t.get("nuisance", nuisance or "none"), f"{key}.nuisance",
                       ("none", "scale", "scale+offset"))
         if nu == "scale+offset" and noise == "multiplicative":
             raise c.err(f"{key}.nuisance", "an offset needs additive noise", 'use "scale" or fit.noise = "additive"')
-        position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label)
+        position, time, value = _read_fit_csv(path.resolve().parent / csv_name, label, f"{key}.csv")
         _check_rows(c, csv_name, position, time, value, length, dt, noise)
         if i and (time is None) != (rows[0][1] is None):
             raise c.err(f"{key}.csv", "has a time column where the first data set has none, or the other way round",

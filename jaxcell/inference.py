@@ -765,16 +765,24 @@ def _profile_level(profile: Any) -> float | None:
     if profile is False or profile is None:
         return None
     level = 0.95 if profile is True else profile
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.integer, np.floating)) \
+            or not 0 < level < 1:
         raise ValueError(f"profile must be False, True (0.95) or a level in (0, 1), got {profile!r}")
     return float(level)
 
 
-def profile_grid(best: float, stderr: float, z: float, points: int) -> np.ndarray:
-    """Held values ``(points,)`` for a profile: evenly spaced in log around ``best`` to ``±2.5·z·stderr``
-    (at least ±2 %, at most a factor e³), ``best`` itself in the middle when ``points`` is odd."""
+def profile_grid(best: float, stderr: float, z: float, points: int,
+                 bound: tuple | None = None) -> np.ndarray:
+    """Held values for a profile: ``points`` evenly spaced in log around ``best`` to ``±2.5·z·stderr``
+    (at least ±2 %, at most a factor e³), ``best`` itself in the middle when ``points`` is odd; values
+    beyond ``bound`` = ``(low, high)`` (either None) are replaced by the bound itself (once)."""
     span = float(np.clip(2.5 * z * stderr, 0.02, 3.0)) if np.isfinite(stderr) else 3.0
-    return best * np.exp(np.linspace(-span, span, points))
+    values = best * np.exp(np.linspace(-span, span, points))
+    if bound is not None:
+        low, high = bound
+        values = np.clip(values, low if low is not None else 0.0, high if high is not None else np.inf)
+        values = np.unique(values)
+    return values
 
 
 def profile_losses(predict: Predict, observed: np.ndarray, params: Mapping[str, float], name: str,
@@ -821,6 +829,8 @@ def _profile_sets(predict: Predict, observed: Mapping, res: FitResult, level: fl
     keys = tuple(observed)
     given = _per_set(sigma, keys, "sigma")
     sig = {k: given[k] if given[k] is not None else res.nuisance[k]["sigma"] for k in keys}
+    if points < 5:
+        raise ValueError(f"profile_points must be >= 5, got {points}")
     points += 1 - points % 2
     z = float(jax.scipy.special.ndtri((1 + level) / 2))
     warns = list(res.warnings)
@@ -828,8 +838,9 @@ def _profile_sets(predict: Predict, observed: Mapping, res: FitResult, level: fl
     low_fit = float(best.loss[-1])
     ci, prof = {}, {}
     for name in res.names:
-        values = profile_grid(res.params[name], res.stderr[name], z, points)
-        losses = np.full(points, np.nan)
+        bound = (bounds or {}).get(name)
+        values = profile_grid(res.params[name], res.stderr[name], z, points, bound)
+        losses = np.full(len(values), np.nan)
         for i, v in enumerate(values):
             b = dict(bounds or {})
             b[name] = (v, v)
@@ -840,22 +851,30 @@ def _profile_sets(predict: Predict, observed: Mapping, res: FitResult, level: fl
             except ValueError:
                 continue
         low = float(np.nanmin(np.append(losses, low_fit)))
-        ci[name], prof[name] = _interval(name, values, losses, low, low + z * z / 2, level, warns)
+        ci[name], prof[name] = _interval(name, values, losses, low, low + z * z / 2, level, warns, bound)
     return dataclasses.replace(res, ci=ci, profile=prof, warnings=warns)
 
 
 def _interval(name: str, values: np.ndarray, losses: np.ndarray, low: float, threshold: float, level: float,
-              warns: list[str]) -> tuple[tuple[float, float], dict]:
+              warns: list[str], bound: tuple | None = None) -> tuple[tuple[float, float], dict]:
     """The interval where a profile stays under ``threshold`` (NaN on a side it does not cross, with a
-    warning), and the profile's record ``{"values", "loss", "threshold"}``."""
+    warning; the bound itself where the grid reached the user's ``bound`` there), and the profile's
+    record ``{"values", "loss", "threshold"}``."""
     centre = int(np.nanargmin(losses)) if np.isfinite(losses).any() else len(values) // 2
-    lo = _crossing(values, losses, low, threshold, centre, -1)
-    hi = _crossing(values, losses, low, threshold, centre, 1)
-    for side, x, end in (("below", lo, values[0]), ("above", hi, values[-1])):
-        if not np.isfinite(x):
+    ends = [_crossing(values, losses, low, threshold, centre, -1), _crossing(values, losses, low, threshold, centre, 1)]
+    limits = (None, None) if bound is None else bound
+    for k, (side, end) in enumerate((("below", values[0]), ("above", values[-1]))):
+        if np.isfinite(ends[k]):
+            continue
+        edge = limits[k]
+        if edge is not None and np.isclose(end, edge, rtol=1e-12) and np.isfinite(losses[0 if k == 0 else -1]):
+            ends[k] = float(edge)
+            warns.append(f"the {100 * level:g} % profile interval of {name} ends at its bound {edge:g} "
+                         f"(the profile stays under its threshold up to it)")
+        else:
             warns.append(f"the profile likelihood of {name} stays under its {100 * level:g} % threshold "
                          f"{side} the fit (to {end:.4g}): the data do not bound {name} from {side} there")
-    return (lo, hi), {"values": values, "loss": losses, "threshold": threshold}
+    return (ends[0], ends[1]), {"values": values, "loss": losses, "threshold": threshold}
 
 
 def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr: dict[str, float],
@@ -866,15 +885,18 @@ def _profile(predict: Predict, obs: np.ndarray, params: dict[str, float], stderr
         raise ValueError(f"profile_points must be >= 5, got {points}")
     points += 1 - points % 2  # odd: the optimum is on the grid
     z = float(jax.scipy.special.ndtri((1 + level) / 2))
-    n = int(np.isfinite(obs).sum())
+    # degrees of freedom of the noise estimate: points less parameters and eliminated nuisances (the
+    # several-set path holds each σ at its estimate with the same count)
+    dof = max(int(np.isfinite(obs).sum()) - len(params) - _N_NUISANCE[nuisance], 1)
     ci, prof = {}, {}
     for name, best in params.items():
-        values = profile_grid(best, stderr[name], z, points)
+        bound = (bounds or {}).get(name)
+        values = profile_grid(best, stderr[name], z, points, bound)
         losses = profile_losses(predict, obs, params, name, values, nuisance=nuisance, noise=noise, sigma=sigma,
                                 bounds=bounds)
         low = float(np.nanmin(np.append(losses, loss_min)))
-        threshold = low + z * z / 2 if sigma is not None else low * math.exp(z * z / n)
-        ci[name], prof[name] = _interval(name, values, losses, low, threshold, level, warns)
+        threshold = low + z * z / 2 if sigma is not None else low * math.exp(z * z / dof)
+        ci[name], prof[name] = _interval(name, values, losses, low, threshold, level, warns, bound)
     return ci, prof
 
 
@@ -991,6 +1013,12 @@ def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *,
         raise ValueError(f"predict(init) gives a non-finite loss or Jacobian for some data set at {dict(init)}: "
                          "every prediction must be finite (and > 0 for noise='multiplicative')")
     unknown = [k for k in keys if sig[k] is None]
+    for k in unknown:
+        nk = int(np.sum(~np.isnan(obs[k])))
+        if nk - _N_NUISANCE[nuis[k]] - len(names) * nk / n_total <= 0:
+            raise ValueError(f"data set {k!r} has {nk} observed point(s) for its {_N_NUISANCE[nuis[k]]} nuisance(s) "
+                             "and its share of the parameters: no degree of freedom left to estimate its noise "
+                             f"level; give sigma={{{k!r}: ...}} for it (or more points)")
     history: list[float] = []
     it_total, converged = 0, False
     if warmup_steps > 0:
@@ -1028,6 +1056,9 @@ def _fit_sets(predict: Predict, observed: Mapping, init: Mapping[str, float], *,
     elif not converged:
         warns.append(f"the fit did not converge in {it_total} iterations (maxiter={maxiter} per pass): raise "
                      "maxiter, start closer, or check the model")
+    for i, nm in enumerate(names):
+        if np.isfinite(lo[i]) and theta[i] <= lo[i] + 1e-9 or np.isfinite(hi[i]) and theta[i] >= hi[i] - 1e-9:
+            warns.append(f"{nm} = {math.exp(theta[i]):.4g} ended at its bound; its standard error is not meaningful")
     # residuals are in s.d. units now (given sigma, or each set's estimate): the error scale is 1
     unc = _uncertainty(J[None], np.asarray([loss]), n_nuis + n_missing, True, max_log_sd)
     cov, se, corr = unc.covariance[0], unc.stderr[0], unc.correlation[0]

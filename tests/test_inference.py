@@ -526,9 +526,9 @@ def test_joint_fit_of_two_data_sets_with_their_own_gain_background_and_noise():
 
 def test_profile_likelihood_intervals_match_linear_gaussian_closed_form():
     """y = a·x + b·x² with Gaussian noise: the loss is quadratic in (a, b), so the profile-likelihood interval
-    is â ± z·σ·√C_aa with C = (XᵀX)⁻¹ when σ is given, and â ± √(RSS(e^{z²/n} − 1)·C_aa) when σ is
-    profiled out; the fit's grid interval reproduces both (to 2e-4 of the half-width, interpolated between
-    grid points)."""
+    is â ± z·σ·√C_aa with C = (XᵀX)⁻¹ when σ is given, and â ± √(RSS(e^{z²/(n−2)} − 1)·C_aa) when σ is
+    profiled out (n − 2 degrees of freedom); the fit's grid interval reproduces both (to 2e-4 of the
+    half-width, interpolated between grid points)."""
     rng = np.random.default_rng(7)
     x = np.linspace(1.0, 2.0, 30)
     sd = 0.05
@@ -545,7 +545,7 @@ def test_profile_likelihood_intervals_match_linear_gaussian_closed_form():
         res = jc.fit(predict, y, {"a": 1.0, "b": 1.0}, sigma=sigma, profile=level)
         for i, name in enumerate("ab"):
             half = z * sd * np.sqrt(C[i, i]) if sigma is not None else np.sqrt(
-                float(rss[0]) * np.expm1(z * z / x.size) * C[i, i])
+                float(rss[0]) * np.expm1(z * z / (x.size - 2)) * C[i, i])
             lo, hi = res.ci[name]
             assert abs(lo - (est[i] - half)) < 2e-4 * half and abs(hi - (est[i] + half)) < 2e-4 * half, \
                 (name, level, (lo, hi), est[i], half)
@@ -597,4 +597,31 @@ def test_profile_intervals_of_several_data_sets_match_the_joint_closed_form():
         lo, hi = res.ci[name]
         assert abs(lo - (est[i] - half)) < 2e-3 * half and abs(hi - (est[i] + half)) < 2e-3 * half, \
             (name, (lo, hi), est[i], half)
+
+
+def test_profile_stays_inside_bounds_and_says_where_it_ends_there():
+    """b held below its true value by a bound: the fit ends on it (and says so, one set or two), the profile
+    grid never leaves the bounds, and the interval contains the estimate and ends at the bound."""
+    rng = np.random.default_rng(1)
+    x = np.linspace(1.0, 2.0, 30)
+    y = 2.0 * x + 0.5 * x**2 + 0.05 * rng.standard_normal(x.size)
+
+    def predict(p):
+        return p["a"] * x + p["b"] * x**2
+
+    res = jc.fit(predict, y, {"a": 1.0, "b": 0.3}, sigma=0.05, bounds={"b": (None, 0.4)}, profile=True)
+    assert res.params["b"] == pytest.approx(0.4)
+    lo, hi = res.ci["b"]
+    assert lo < res.params["b"] <= hi == pytest.approx(0.4)
+    assert np.all(res.profile["b"]["values"] <= 0.4 * (1 + 1e-12))
+    assert any("ends at its bound 0.4" in w for w in res.warnings)
+    two = jc.fit(lambda p: {"s": predict(p), "t": predict(p)}, {"s": y, "t": y[::-1][::-1]}, {"a": 1.0, "b": 0.3},
+                 sigma=0.05, bounds={"b": (None, 0.4)}, profile=True, profile_points=11)
+    assert any("ended at its bound" in w for w in two.warnings)
+    assert two.ci["b"][0] < two.params["b"] <= two.ci["b"][1]
+    with pytest.raises(ValueError, match="profile_points must be >= 5"):
+        jc.fit(lambda p: {"s": predict(p)}, {"s": y}, {"a": 1.0, "b": 0.3}, profile=True, profile_points=1)
+    with pytest.raises(ValueError, match="no degree of freedom left"):
+        jc.fit(lambda p: {"s": predict(p), "t": predict(p)[:2]}, {"s": y, "t": y[:2]}, {"a": 1.0, "b": 0.3},
+               nuisance={"s": None, "t": "scale+offset"})
 
