@@ -177,31 +177,35 @@ class Model:
                 out.append((tuple(idx), values))
         return out
 
-    def held_voxels(self, dtype: Any) -> tuple[jax.Array, jax.Array] | tuple[None, None]:
-        """The held voxels of every substrate: ``(S, *grid.shape)`` bool mask and values (amount/µm^ndim),
-        or ``(None, None)`` when nothing is held.
+    def held_voxels(self, dtype: Any, substrate: int | None = None) -> tuple[Any, Any] | tuple[None, None]:
+        """The held voxels: bool mask and values (amount/µm^ndim), ``(S, *grid.shape)`` for every
+        substrate or ``grid.shape`` for ``substrate`` alone; ``(None, None)`` when nothing is held.
 
         The ``Dirichlet(at="voxel")`` faces' outermost layers first, set up as BioFVM sets up its
         outer Dirichlet nodes: face by face in the order x-, x+, y-, y+, z-, z+, a face holding a
         layer for some substrate decides the whole layer for every substrate (held at its value
         where that substrate's face is ``at="voxel"``, not held otherwise), so where two layers
         meet (edges, corners) the later face wins; then the model's ``dirichlet_mask`` voxels
-        (at ``dirichlet_value``).
+        (at ``dirichlet_value``). The layers' mask is a NumPy constant; only values are traced.
         """
         if not self.has_held:
             return None, None
-        shape = (self.n_substrates,) + self.grid.shape
-        mask, value = jnp.zeros(shape, bool), jnp.zeros(shape, dtype)
+        if substrate is None:
+            parts = [self.held_voxels(dtype, i) for i in range(self.n_substrates)]
+            return jnp.stack([jnp.asarray(m) for m, _ in parts]), jnp.stack([v for _, v in parts])
+        mask = np.zeros(self.grid.shape, bool)
+        value = jnp.zeros(self.grid.shape, dtype)
         for idx, values in self._layers():
-            for i, v in enumerate(values):
-                mask = mask.at[(i, *idx)].set(v is not None)
-                if v is not None:
-                    value = value.at[(i, *idx)].set(jnp.asarray(v, dtype))
-        if self.dirichlet_mask is not None:
-            user = jnp.broadcast_to(self.dirichlet_mask, shape)
-            value = jnp.where(user, self.dirichlet_value.astype(dtype), value)
-            mask = mask | user
-        return mask, value
+            layer = np.zeros(self.grid.shape, bool)
+            layer[idx] = True
+            v = values[substrate]
+            mask = np.where(layer, v is not None, mask)
+            if v is not None:
+                value = jnp.where(layer, jnp.asarray(v, dtype), value)
+        if self.dirichlet_mask is None:
+            return mask, value
+        user = self.dirichlet_mask if self.dirichlet_mask.ndim == self.grid.ndim else self.dirichlet_mask[substrate]
+        return mask | user, jnp.where(user, self.dirichlet_value[substrate].astype(dtype), value)
 
     @property
     def has_leak(self) -> bool:
@@ -225,9 +229,7 @@ class Model:
         """Traced parameters of substrate ``i`` cast to the field dtype."""
         s = self.substrates[i]
         faces = tuple(jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), f) for f in s.faces(self.grid.ndim))
-        mask, hold = self.held_voxels(dtype)
-        if mask is not None:
-            mask, hold = mask[i], hold[i]
+        mask, hold = self.held_voxels(dtype, i)
         q = None if s.production is None else jnp.asarray(s.production, dtype)
         v = None if s.velocity is None else jnp.asarray(s.velocity, dtype)
         return Params(jnp.asarray(s.diffusion, dtype), jnp.asarray(s.decay, dtype), faces, mask, hold,
