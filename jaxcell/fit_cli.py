@@ -17,6 +17,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -290,27 +291,8 @@ def _fit_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray,
 
     a = 1.0 if res.scale is None else res.scale
     b = 0.0 if res.offset is None else res.offset
-    model_y = a * pred + b
-    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1))
-    groups = [(None, np.ones(spec.value.shape, bool))] if spec.time is None else \
-        [(t, spec.time == t) for t in np.unique(spec.time)]
-    for t, sel in groups:
-        order = np.argsort(spec.position[sel])
-        lab = "" if t is None else f" t = {t:g} s"
-        line = ax0.plot(spec.position[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
-        ax0.plot(spec.position[sel], spec.value[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
-        ax1.plot(spec.position[sel], res.residuals.reshape(-1)[sel], "o", ms=3, color=line.get_color())
-    if spec.noise == "multiplicative":
-        ax0.set_yscale("log")
-    ax0.set_ylabel("value")
-    ax0.legend(fontsize="small")
-    ax0.set_title(", ".join(f"{n} = {v:.3g}" for n, v in res.params.items()))
-    ax1.axhline(0.0, color="k", lw=0.8)
-    ax1.set_xlabel("position (µm)")
-    ax1.set_ylabel("log residual" if spec.noise == "multiplicative" else "residual")
-    fig.tight_layout()
-    fig.savefig(folder / "residuals.png", dpi=100)
-    plt.close(fig)
+    _residual_figure(plt, folder / "residuals.png", spec.position, spec.time, spec.value, a * pred + b,
+                     res.residuals.reshape(-1), spec.noise, ", ".join(f"{n} = {v:.3g}" for n, v in res.params.items()))
     s2 = res.sigma ** 2 if np.isfinite(res.sigma) and res.sigma > 0 else 1.0
     best = float(res.loss[-1])
     for name, prof in profile.items():
@@ -383,22 +365,10 @@ def _sets_figures(folder: Path, spec: _FitSpec, res: FitResult, pred: np.ndarray
         nu = res.nuisance[name]
         a = 1.0 if nu["scale"] is None else nu["scale"]
         b = 0.0 if nu["offset"] is None else nu["offset"]
-        pos, val, model_y = spec.position[sl], spec.value[sl], a * pred[sl] + b
-        times = None if spec.time is None else spec.time[sl]
-        fig, ax = plt.subplots(figsize=(6.0, 4.0))
-        groups = [(None, np.ones(val.shape, bool))] if times is None else [(t, times == t) for t in np.unique(times)]
-        for t, sel in groups:
-            order = np.argsort(pos[sel])
-            lab = "" if t is None else f" t = {t:g} s"
-            line = ax.plot(pos[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
-            ax.plot(pos[sel], val[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
-        if spec.noise == "multiplicative":
-            ax.set_yscale("log")
-        ax.set(xlabel="position (µm)", ylabel="value", title=f"{name}: scale {a:.3g}, offset {b:.3g}")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(folder / f"residuals_{name}.png", dpi=100)
-        plt.close(fig)
+        _residual_figure(plt, folder / f"residuals_{name}.png", spec.position[sl],
+                         None if spec.time is None else spec.time[sl], spec.value[sl], a * pred[sl] + b,
+                         res.residuals[sl], spec.noise, f"{name}: scale {a:.3g}, offset {b:.3g}",
+                         "residual / the set's noise s.d.")
     for name, prof in res.profile.items():
         fig, ax = plt.subplots(figsize=(5.0, 3.6))
         low = float(np.nanmin(prof["loss"]))
@@ -437,6 +407,31 @@ def _summary(spec: _FitSpec, res: FitResult) -> dict:
         "unidentified": res.unidentified,
         "converged": bool(res.converged),
     }
+
+
+def _residual_figure(plt: Any, path: Path, pos: np.ndarray, times: np.ndarray | None, val: np.ndarray,
+                     model_y: np.ndarray, residuals: np.ndarray, noise: str, title: str,
+                     residual_label: str | None = None) -> None:
+    """Data (points) against the model (lines), one colour per time, over the residuals; saved to ``path``."""
+    fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1))
+    groups = [(None, np.ones(val.shape, bool))] if times is None else [(t, times == t) for t in np.unique(times)]
+    for t, sel in groups:
+        order = np.argsort(pos[sel])
+        lab = "" if t is None else f" t = {t:g} s"
+        line = ax0.plot(pos[sel][order], model_y[sel][order], "-", label=f"model{lab}")[0]
+        ax0.plot(pos[sel], val[sel], "o", ms=3, color=line.get_color(), label=f"data{lab}")
+        ax1.plot(pos[sel], residuals[sel], "o", ms=3, color=line.get_color())
+    if noise == "multiplicative":
+        ax0.set_yscale("log")
+    ax0.set_ylabel("value")
+    ax0.legend(fontsize="small")
+    ax0.set_title(title)
+    ax1.axhline(0.0, color="k", lw=0.8)
+    ax1.set_xlabel("position (µm)")
+    ax1.set_ylabel(residual_label or ("log residual" if noise == "multiplicative" else "residual"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _finite(x: float) -> float | None:
