@@ -571,7 +571,8 @@ def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Sce
     name, label, text, base = _read_source(source)
     notes: list[str] = []
     thickness = None
-    if physicell.is_physicell(Path(label), text):
+    is_xml = physicell.is_physicell(Path(label), text)
+    if is_xml:
         raw, notes, thickness = physicell.translate(text, label, base)
     else:
         try:
@@ -580,7 +581,7 @@ def load(source: str | Path | None = None, overrides: Sequence[str] = ()) -> Sce
             raise ScenarioError(label, "", f"not valid TOML ({e})", "fix the syntax at that line") from None
     for item in overrides:
         _apply_override(raw, item)
-    if physicell.is_physicell(Path(label), text):  # the translation is what runs, and what outputs keep
+    if is_xml:  # the translation is what runs, and what outputs keep
         text = to_toml(raw, header=f"# {label} as read by jaxcell {__version__} (PhysiCell settings, min -> s)\n")
     sc = _build(raw, name, label, text, base)
     if thickness is not None:
