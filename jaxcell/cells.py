@@ -207,6 +207,32 @@ def coupling_weights(grid: Grid, position: jax.Array, alive: jax.Array,
     return idx, w * alive[:, None].astype(w.dtype)
 
 
+def _stable_order_host(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` in a tenth of its time: the keys made unique with the cell index in
+    the low bits of an int64, then NumPy's (vectorised) quicksort, which for unique keys is stable."""
+    keys = np.asarray(keys)
+    n = keys.shape[-1]
+    bits = max(1, int(n - 1).bit_length())
+    packed = (keys.astype(np.int64) << bits) | np.arange(n, dtype=np.int64)
+    packed.sort(axis=-1, kind="quicksort")
+    return (packed & ((1 << bits) - 1)).astype(np.int32)
+
+
+def voxel_order(grid: Grid, position: jax.Array, host: bool = True) -> jax.Array:
+    """The permutation ``(N,)`` int32 that puts cells in voxel order (stable: ties keep their index order).
+
+    Equal to ``jnp.argsort(grid.voxel_index(position))``. On a CPU backend
+    (``host``) it is computed by NumPy through :func:`jax.pure_callback`, once
+    per call, outside any time loop: XLA's CPU sort took 296 ms for 10⁶ cells,
+    NumPy 9.5 ms. Elsewhere (GPU, or ``host=False``) XLA sorts.
+    """
+    keys = grid.voxel_index(position)
+    if host and jax.default_backend() == "cpu":
+        return jax.pure_callback(_stable_order_host, jax.ShapeDtypeStruct(keys.shape, jnp.int32), keys,
+                                 vmap_method="expand_dims")
+    return jnp.argsort(keys).astype(jnp.int32)
+
+
 def deposit(grid: Grid, idx: jax.Array, w: jax.Array, values: jax.Array) -> jax.Array:
     """Scatter-add per-cell ``values`` (N, S) into fields ``(S, *grid.shape)``."""
     s = values.shape[1]

@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxcell import step as stages
 from jaxcell import steps
 from jaxcell._node import concrete_float, is_concrete, node, replace
-from jaxcell.cells import Cells, bound_ligand
+from jaxcell.cells import Cells, bound_ligand, voxel_order
 from jaxcell.model import BUDGET_FLOWS, Model, State, check_model_values, state_time
 from jaxcell.operators import Layout
 
@@ -175,7 +175,7 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         # Without per-step cell work the cells are deposited once per call, and
         # the sort would cost more than it saves; a behaviour sees cells in
         # their own order (division fills free slots in index order).
-        order = jnp.argsort(model.grid.voxel_index(cells.position))
+        order = voxel_order(model.grid, cells.position, host=sharding is None)
         cells = _take(cells, order)
     coupling, exchange = stages.loop_constants(model, cells, step_plan)
 
