@@ -102,30 +102,52 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
     lig = gather(grid, idx, aw, (fields + dt * release) / (1 + dt * load))
     new, taken = receptor_step(rec, lig, dt)
     taken = jnp.where(alive, taken, 0.0)
-    # cap the net demand on each voxel at what it holds
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(alive, n, o), new, rec)
+    # what each voxel gives up (amount); the cap below is needed only where that comes close to all it
+    # holds, which is rare: one scatter and a test instead of two scatters and a gather every step
+    net = deposit(grid, idx, aw, taken)
+    close = jnp.any((net > 0) & (net > (1 - 1e-4) * fields * vol))
+
+    def uncapped(_: None) -> tuple[jax.Array, Receptors]:
+        return fields - net / vol, new
+
+    def capped(_: None) -> tuple[jax.Array, Receptors]:
+        return _capped(grid, fields, rec, new, taken, idx, aw)
+
+    fields, new = jax.lax.cond(close, capped, uncapped, None)
+    internal = jnp.sum(new.internalised - rec.internalised, axis=0)
+    return fields, replace(cells, receptors=new), internal
+
+
+def _capped(grid: Grid, fields: jax.Array, rec: Receptors, new: Receptors, taken: jax.Array, idx: jax.Array,
+            aw: jax.Array) -> tuple[jax.Array, Receptors]:
+    """Fields and receptors after binding when some voxel is asked for (nearly) all it holds: the taking
+    cells of such a voxel are scaled down to what it holds plus what its other cells release, and the
+    voxel is emptied exactly (molecules still balance)."""
+    vol = grid.voxel_volume
+    n_sub = fields.shape[0]
     flows = deposit(grid, idx, aw, jnp.concatenate([jnp.maximum(taken, 0.0), jnp.maximum(-taken, 0.0)], axis=1))
     demand, given = flows[:n_sub], flows[n_sub:]
     supply = jnp.maximum(fields * vol + given, 0.0)
     ratio = jnp.where(demand > supply, supply / jnp.where(demand > 0, demand, 1.0), 1.0)
     flat = ratio.reshape(n_sub, -1)
     g = jnp.min(jnp.where(aw[None] > 0, flat[:, idx], 1.0), axis=-1).T  # (N, S)
-    cut = jnp.where(taken > 0, (1 - g) * taken, 0.0)
-    taken = taken - cut
-    new = replace(new, free=new.free + cut, bound=jnp.maximum(new.bound - cut, 0.0))
-    new = jax.tree_util.tree_map(lambda n, o: jnp.where(alive, n, o), new, rec)
-    if idx.shape[1] == 1:
-        # nearest voxel: every cell of a voxel is cut by that voxel's ratio, so the
-        # net removal is known per voxel without another scatter
-        removed = ratio * demand - given
-    else:
-        removed = deposit(grid, idx, aw, taken)
-    # no clamp: the cap keeps a non-negative voxel non-negative, and a clamp would
-    # create molecules no budget term records
-    # a capped voxel is emptied exactly (its removal equals its supply up to round-off)
+    # a taking cell's whole binding is scaled by g: what it bound and what it internalised in this step,
+    # its receptors that would have bound staying free; ligand and receptors stay balanced and non-negative
+    # (cutting the bound complexes alone went below zero when most of the ligand was internalised)
+    g = jnp.where(taken > 0, g, 1.0)
+    new = replace(new, free=new.free + (1 - g) * taken, bound=rec.bound + g * (new.bound - rec.bound),
+                  internalised=rec.internalised + g * (new.internalised - rec.internalised))
     emptied = (demand > supply) & (fields * vol + given >= 0)
-    fields = jnp.where(emptied, 0.0, fields - removed / vol)
-    internal = jnp.sum(new.internalised - rec.internalised, axis=0)
-    return fields, replace(cells, receptors=new), internal
+    if idx.shape[1] == 1:
+        # nearest voxel: every cell of a voxel is cut by that voxel's ratio, so the net removal is known
+        # per voxel without another scatter, and a capped voxel gives exactly its supply: emptied exactly
+        return jnp.where(emptied, 0.0, fields - (ratio * demand - given) / vol), new
+    # several voxels per cell: a cell is cut by the smallest ratio of its voxels, so a capped voxel gives
+    # at most its supply (all of it only when every cell in it was cut by its own ratio); only round-off
+    # can take it below zero, which is not kept (no clamp elsewhere: it would create molecules)
+    after = fields - deposit(grid, idx, aw, g * taken) / vol
+    return jnp.where(emptied, jnp.maximum(after, 0.0), after), new
 
 
 @node
