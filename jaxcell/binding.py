@@ -106,13 +106,15 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
     # what each voxel gives up (amount); the cap below is needed only where that comes close to all it
     # holds, which is rare: one scatter and a test instead of two scatters and a gather every step
     net = deposit(grid, idx, aw, taken)
-    close = jnp.any((net > 0) & (net > (1 - 1e-4) * fields * vol))
+    # (a voxel already below zero, from an undershooting transport step, takes the capped path
+    # whenever its cells move ligand at all: there the cap lets takers have only what others release)
+    close = jnp.any((net != 0) & (net > (1 - 1e-4) * fields * vol))
 
     def uncapped(_: None) -> tuple[jax.Array, Receptors]:
         return fields - net / vol, new
 
     def capped(_: None) -> tuple[jax.Array, Receptors]:
-        return _capped(grid, fields, rec, new, taken, idx, aw)
+        return _capped(grid, fields, rec, new, taken, idx, aw, dt)
 
     fields, new = jax.lax.cond(close, capped, uncapped, None)
     internal = jnp.sum(new.internalised - rec.internalised, axis=0)
@@ -120,24 +122,33 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
 
 
 def _capped(grid: Grid, fields: jax.Array, rec: Receptors, new: Receptors, taken: jax.Array, idx: jax.Array,
-            aw: jax.Array) -> tuple[jax.Array, Receptors]:
-    """Fields and receptors after binding when some voxel is asked for (nearly) all it holds: the taking
-    cells of such a voxel are scaled down to what it holds plus what its other cells release, and the
-    voxel is emptied exactly (molecules still balance)."""
+            aw: jax.Array, dt: jax.Array) -> tuple[jax.Array, Receptors]:
+    """Fields and receptors after binding when some voxel is asked for (nearly) all it holds.
+
+    Each cell's step is a mix of two exact steps that both balance molecules:
+    the step without ligand (complexes already bound still dissociate and are
+    internalised) and the full step at frozen ligand, ``zero + g·(full − zero)``
+    for every receptor quantity and for the ligand taken. ``g`` is 1 except in a
+    voxel whose cells' extra demand (full − zero) exceeds what it holds plus what
+    they release; there it is that voxel's ratio (with several voxels per cell,
+    the smallest of them). With nearest coupling such a voxel ends at exactly 0.
+    """
     vol = grid.voxel_volume
     n_sub = fields.shape[0]
-    flows = deposit(grid, idx, aw, jnp.concatenate([jnp.maximum(taken, 0.0), jnp.maximum(-taken, 0.0)], axis=1))
+    alive = aw.sum(axis=1, keepdims=True) > 0
+    zero, taken0 = receptor_step(rec, jnp.zeros_like(taken), dt)  # taken0 <= 0: only release
+    zero = jax.tree_util.tree_map(lambda z, o: jnp.where(alive, z, o), zero, rec)
+    taken0 = jnp.where(alive, taken0, 0.0)
+    extra = taken - taken0  # what the ligand adds to each cell's uptake (>= 0 up to round-off)
+    flows = deposit(grid, idx, aw, jnp.concatenate([jnp.maximum(extra, 0.0), -taken0], axis=1))
     demand, given = flows[:n_sub], flows[n_sub:]
     supply = jnp.maximum(fields * vol + given, 0.0)
     ratio = jnp.where(demand > supply, supply / jnp.where(demand > 0, demand, 1.0), 1.0)
     flat = ratio.reshape(n_sub, -1)
     g = jnp.min(jnp.where(aw[None] > 0, flat[:, idx], 1.0), axis=-1).T  # (N, S)
-    # a taking cell's whole binding is scaled by g: what it bound and what it internalised in this step,
-    # its receptors that would have bound staying free; ligand and receptors stay balanced and non-negative
-    # (cutting the bound complexes alone went below zero when most of the ligand was internalised)
-    g = jnp.where(taken > 0, g, 1.0)
-    new = replace(new, free=new.free + (1 - g) * taken, bound=rec.bound + g * (new.bound - rec.bound),
-                  internalised=rec.internalised + g * (new.internalised - rec.internalised))
+    g = jnp.where(extra > 0, g, 1.0)
+    new = replace(new, **{k: getattr(zero, k) + g * (getattr(new, k) - getattr(zero, k))
+                          for k in ("free", "bound", "internalised", "synthesised", "turned_over")})
     emptied = (demand > supply) & (fields * vol + given >= 0)
     if idx.shape[1] == 1:
         # nearest voxel: every cell of a voxel is cut by that voxel's ratio, so the net removal is known
@@ -146,7 +157,7 @@ def _capped(grid: Grid, fields: jax.Array, rec: Receptors, new: Receptors, taken
     # several voxels per cell: a cell is cut by the smallest ratio of its voxels, so a capped voxel gives
     # at most its supply (all of it only when every cell in it was cut by its own ratio); only round-off
     # can take it below zero, which is not kept (no clamp elsewhere: it would create molecules)
-    after = fields - deposit(grid, idx, aw, g * taken) / vol
+    after = fields - deposit(grid, idx, aw, taken0 + g * extra) / vol
     return jnp.where(emptied, jnp.maximum(after, 0.0), after), new
 
 

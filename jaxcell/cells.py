@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcell._node import as_float, check_finite, check_nonneg, node, replace
+from jaxcell._node import as_float, check_finite, check_nonneg, is_concrete, node, replace
 from jaxcell.grid import Grid
 
 
@@ -218,18 +218,16 @@ def _stable_order_host(keys: np.ndarray) -> np.ndarray:
     return (packed & ((1 << bits) - 1)).astype(np.int32)
 
 
-def voxel_order(grid: Grid, position: jax.Array, host: bool = True) -> jax.Array:
+def voxel_order(grid: Grid, position: jax.Array) -> jax.Array:
     """The permutation ``(N,)`` int32 that puts cells in voxel order (stable: ties keep their index order).
 
-    Equal to ``jnp.argsort(grid.voxel_index(position))``. On a CPU backend
-    (``host``) it is computed by NumPy through :func:`jax.pure_callback`, once
-    per call, outside any time loop: XLA's CPU sort took 296 ms for 10⁶ cells,
-    NumPy 9.5 ms. Elsewhere (GPU, or ``host=False``) XLA sorts.
+    Equal to ``jnp.argsort(grid.voxel_index(position))``. Concrete positions on
+    a CPU backend are ordered by NumPy (XLA's CPU sort took 296 ms for 10⁶
+    cells, NumPy 9.5 ms); traced ones, or on another backend, by XLA.
     """
     keys = grid.voxel_index(position)
-    if host and jax.default_backend() == "cpu":
-        return jax.pure_callback(_stable_order_host, jax.ShapeDtypeStruct(keys.shape, jnp.int32), keys,
-                                 vmap_method="expand_dims")
+    if is_concrete(position) and jax.default_backend() == "cpu":
+        return jnp.asarray(_stable_order_host(np.asarray(keys)))
     return jnp.argsort(keys).astype(jnp.int32)
 
 

@@ -155,8 +155,11 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
               matrix: jax.Array | None = None, compartments: dict | None = None, *,
               dt: float, groups: tuple[_Group, ...], plan: tuple, checkpoint: str | None, save_cells: bool,
               sharding: Any = None, behaviour_arrays: Any = None, behaviour_static: Any = None,
-              seed: int = 0) -> tuple[Any, jax.Array, Any]:
+              seed: int = 0, order: jax.Array | None = None) -> tuple[Any, jax.Array, Any]:
     """The compiled time loop of :func:`simulate`: ``groups`` of steps, frames saved between them.
+
+    ``order``: the cells' voxel order (:func:`jaxcell.cells.voxel_order`) when
+    :func:`sorts_cells` and it was computed outside (else XLA sorts here).
 
     Returns ``((fields, cells, totals, t, n, matrix, compartments), saved (fields, matrix, compartments)
     (T, ...), saved cells or None)``.
@@ -167,16 +170,14 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
     layout = _layout(model, sharding)
     behaviour = None if behaviour_static is None else combine(behaviour_arrays, behaviour_static)
     step_plan = stages.plan(model, cells, behaviour)
-    order = None
-    per_step_cells = cells is not None and (len(step_plan.stages) > 1)
-    if per_step_cells and behaviour is None and cells.n >= SORT_MIN:
+    if sorts_cells(model, cells, behaviour):
         # scatters and gathers of cells in voxel order touch memory in order
         # (2-6x faster at 1e6 cells); sorted once per call, undone at the end.
-        # Without per-step cell work the cells are deposited once per call, and
-        # the sort would cost more than it saves; a behaviour sees cells in
-        # their own order (division fills free slots in index order).
-        order = voxel_order(model.grid, cells.position, host=sharding is None)
+        if order is None:  # not given by simulate (traced positions, a sharded run): XLA sorts
+            order = jnp.argsort(model.grid.voxel_index(cells.position)).astype(jnp.int32)
         cells = _take(cells, order)
+    else:
+        order = None
     coupling, exchange = stages.loop_constants(model, cells, step_plan)
 
     def make(step_dt: float) -> Callable[[Any], Any]:
@@ -224,6 +225,15 @@ def run_steps(model: Model, fields: jax.Array, cells: Cells | None, totals: dict
         if saved_cells is not None:
             saved_cells = _take(saved_cells, inverse, axis=1)
     return carry, saved, saved_cells
+
+
+def sorts_cells(model: Model, cells: Cells | None, behaviour: Any) -> bool:
+    """Whether a call works on its cells in voxel order: from :data:`SORT_MIN` cells, when some stage
+    works on them every step. Without per-step cell work they are deposited once per call and the sort
+    would cost more than it saves; a behaviour sees cells in their own order (division fills free slots
+    in index order)."""
+    return (cells is not None and behaviour is None and cells.n >= SORT_MIN
+            and len(stages.plan(model, cells).stages) > 1)
 
 
 def _take(cells: Cells, order: jax.Array, axis: int = 0) -> Cells:
@@ -321,11 +331,16 @@ def simulate(model: Model, state: State, t_end: float, dt: float | None, *, save
     if {cp.name for cp in model.compartments} != set(state.compartments or {}):
         raise ValueError("the state does not match the model's compartments: build it with model.init()")
     totals_in = _with_flows(state.totals, model.flows)
+    # the voxel order is computed here when it can be (NumPy, concrete positions), so that the compiled
+    # program has no host callback (such a program is not kept in the persistent compilation cache)
+    order = None
+    if state.sharding is None and sorts_cells(model, state.cells, behaviour):
+        order = voxel_order(model.grid, state.cells.position)
     (fields, cells, totals, _, steps, matrix, comps), saved, saved_cells = run_steps(
         model, state.fields, state.cells, totals_in, state.t, state.steps, state.matrix, state.compartments,
         dt=dt_f, groups=groups, plan=plan,
         checkpoint=checkpoint, save_cells=save_cells, sharding=state.sharding, behaviour_arrays=arrays,
-        behaviour_static=static, seed=int(seed))
+        behaviour_static=static, seed=int(seed), order=order)
     saved, saved_matrix, saved_comps = saved
     model.scheme.after_run(model, fields, saved, dt_f)
     if behaviour is not None:

@@ -50,3 +50,21 @@ def test_heavy_optional_packages_are_not_imported_by_jaxcell() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_runs_of_cells_in_voxel_order_are_cached(tmp_path: Path) -> None:
+    """Cells worked on in voxel order (from SORT_MIN cells; lowered to 1 here) are ordered before the
+    compiled call, so the program has no host callback and is written to the persistent cache."""
+    cache = tmp_path / "cache"
+    code = ("import importlib, jax, jaxcell as jc, jaxcell.cli as cli; "
+            "s = importlib.import_module('jaxcell.simulate'); cli._enable_compilation_cache(); "
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); s.SORT_MIN = 1; "
+            "g = jc.Grid((6, 5, 4), 10.0); m = jc.Model(g, [jc.Substrate('s', 10.0)]); "
+            "c = jc.Cells([[5.0, 5.0, 5.0], [35.0, 25.0, 15.0]], secretion=1.0, "
+            "receptors=jc.Receptors(total=10.0, kon=0.1)); "
+            "st, _ = jc.simulate(m, m.init(c), t_end=2.0, dt=1.0); print(s.sorts_cells(m, st.cells, None))")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "JAXCELL_CACHE": str(cache)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "True"  # the run did work on its cells in voxel order
+    assert any(f.name.startswith("jit_run_steps") for f in cache.iterdir()), sorted(cache.iterdir())
