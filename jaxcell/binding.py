@@ -88,8 +88,10 @@ def binding_step(grid: Grid, fields: jax.Array, cells: Cells, idx: jax.Array, w:
     The frozen ligand is the backward-Euler estimate ``L* = (L + dt·Σkoff·C/V) /
     (1 + dt·Σkon·R/V)``: equal to L at binding equilibrium, damped where receptors
     would deplete the voxel within the step. Should the exact receptor update
-    still ask a voxel for more ligand than it holds, the binding of its cells is
-    scaled down so that no concentration turns negative (molecules still balance).
+    still ask a voxel for (nearly) all it holds, its taking cells take a mix of
+    their step without ligand and their full step, scaled to what the voxel holds
+    plus what its cells release (:func:`_capped`): no concentration turns
+    negative and molecules still balance.
     """
     rec = cells.receptors
     vol = grid.voxel_volume
